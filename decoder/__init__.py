@@ -1,0 +1,1 @@
+"""ratelock decoder: stands alone (imports only models' decode-side modules)."""

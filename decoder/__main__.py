@@ -1,0 +1,109 @@
+"""Decode ratelock streams.
+
+  python -m decoder in.bit out.png
+  python -m decoder --dir INDIR OUTDIR        # every *.bit/*.bits -> OUTDIR/<stream name>.png
+
+Errors are one line on stderr and a non-zero exit; no partial output is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: keep errors one line
+PROG = "ratelock-decode"
+STREAM_SUFFIXES = (".bit", ".bits")
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m decoder", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="stream file, or with --dir a folder of streams")
+    p.add_argument("output", help="output PNG, or with --dir an output folder")
+    p.add_argument("--dir", action="store_true", help="decode every stream in the input folder")
+    p.add_argument("--registry", default=None,
+                   help="model registry YAML (default: $RATELOCK_REGISTRY or models/registry.yaml)")
+    p.add_argument("--max-pixels", type=int, default=100_000_000, help="refuse larger images (from the header)")
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0 = library default)")
+    p.add_argument("--info", action="store_true",
+                   help="print a JSON line per stream: header, parsed-symbol hash, timing")
+    return p.parse_args(argv)
+
+
+def _decode_one(src: Path, dst: Path, models, limits, info: bool) -> None:
+    from decoder import decode as D
+    from decoder.pngio import write_png_atomic
+    t0 = time.perf_counter()
+    data = D.read_stream(src, limits)
+    parsed = D.parse(data, models, limits)
+    model = models.get(parsed.header)
+    rgb = D.to_uint8(D.synthesize(model.synthesis, D.dequantize(parsed)), parsed.header.width, parsed.header.height)
+    write_png_atomic(dst, rgb)
+    if info:
+        h = parsed.header
+        print(json.dumps({"stream": str(src), "output": str(dst), "width": h.width, "height": h.height,
+                          "target_index": h.target_index, "model": model.entry.name, "delta_code": h.delta_code,
+                          "bytes": len(data), "bpp": 8 * len(data) / (h.width * h.height),
+                          "symbols_sha256_16": parsed.symbol_hash(),
+                          "seconds": round(time.perf_counter() - t0, 4)}), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    try:
+        from decoder.runtime import configure
+        configure(args.threads)
+        from decoder import decode as D
+        limits = D.Limits(max_pixels=args.max_pixels)
+        if args.dir:
+            src_dir, out_dir = Path(args.input), Path(args.output)
+            if not src_dir.is_dir():
+                raise D.DecodeError(f"{src_dir}: not a folder")
+            streams = sorted(p for p in src_dir.iterdir() if p.suffix in STREAM_SUFFIXES)
+            if not streams:
+                raise D.DecodeError(f"{src_dir}: no .bit/.bits streams")
+            out_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            streams, out_dir = [Path(args.input)], None
+            if not streams[0].is_file():
+                raise D.DecodeError(f"{args.input}: no such file")
+            parent = Path(args.output).resolve().parent
+            if not parent.is_dir():
+                raise D.DecodeError(f"{args.output}: output folder does not exist")
+        models = D.ModelCache(args.registry)
+        failed = 0
+        it = streams
+        if args.dir and not args.info:
+            from tqdm import tqdm
+            it = tqdm(streams, desc="decoding", unit="stream", file=sys.stderr)
+        for src in it:
+            dst = out_dir / (src.stem + ".png") if out_dir else Path(args.output)
+            try:
+                _decode_one(src, dst, models, limits, args.info)
+            except D.DecodeError as e:
+                if not args.dir:
+                    raise
+                failed += 1
+                print(f"{PROG}: {src.name}: {e}", file=sys.stderr)
+        if failed:
+            print(f"{PROG}: {failed} of {len(streams)} streams failed", file=sys.stderr)
+            return 1
+        return 0
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the contract is one line, never a traceback
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        if os.environ.get("RATELOCK_DEBUG"):
+            raise
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Stream -> image. Parsing is integer-only; only the synthesis runs in float.
+
+Order of work is chosen so that nothing is allocated before it is bounded:
+header fields -> size limits -> CRC -> model -> z -> integer hyper path -> y -> synthesis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from decoder.bitstream import BitstreamError, Header, parse_header, unpack
+from models import scale_table as S
+from models.coding import CorruptStream, decode as range_decode
+from models.transforms import Y_STRIDE, Z_STRIDE
+
+# Synthesis runs on tiles of this many latents (1024 px) with a halo wide enough
+# that tiles join without seams (tests/test_tiling.py checks max |diff| <= 1).
+TILE_LATENTS = 64
+HALO_LATENTS = 6
+
+
+class DecodeError(ValueError):
+    """Any reason a stream cannot be decoded; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource bounds checked from the header before anything is allocated."""
+
+    max_pixels: int = 100_000_000      # ~ 13K x 7.5K; 8K (33 MP) decodes in ~1.5 GB
+    max_bytes: int = 512 << 20         # largest stream file accepted
+
+    def check(self, header: Header) -> None:
+        px = header.width * header.height
+        if px > self.max_pixels:
+            raise DecodeError(f"image {header.width}x{header.height} ({px / 1e6:.0f} MP) exceeds the decoder's "
+                              f"limit of {self.max_pixels / 1e6:.0f} MP (--max-pixels)")
+
+
+def latent_shapes(width: int, height: int, latent_channels: int, hyper_channels: int):
+    """Shapes of y and z for an image padded to a multiple of 64."""
+    hp, wp = math.ceil(height / Z_STRIDE) * Z_STRIDE, math.ceil(width / Z_STRIDE) * Z_STRIDE
+    return ((hp // Y_STRIDE, wp // Y_STRIDE, latent_channels), (hp // Z_STRIDE, wp // Z_STRIDE, hyper_channels))
+
+
+def estimated_peak_bytes(width: int, height: int) -> int:
+    """Rough bound used in docs and the memory test: image buffers + latents + one tile."""
+    tile_px = ((TILE_LATENTS + 2 * HALO_LATENTS) * Y_STRIDE) ** 2
+    return 40 * width * height + 64 * 4 * tile_px // 4 * 4
+
+
+class ModelCache:
+    """Loads a model only when a stream needs it, once per process."""
+
+    def __init__(self, registry: str | os.PathLike | None = None):
+        from models.weights import load_registry
+        self.registry = load_registry(registry)
+        self._models: dict[int, object] = {}
+
+    def get(self, header: Header):
+        try:
+            entry = self.registry.by_target(header.target_index)
+        except KeyError:
+            raise DecodeError(f"stream needs model for target index {header.target_index}, "
+                              f"which {self.registry.path} does not list") from None
+        if entry.hash16 != header.model_hash16:
+            raise DecodeError(f"stream was made with model {header.model_hash16:04x}, but the registry's model "
+                              f"for this target is {entry.hash[:4]} ({entry.name}): wrong weights")
+        if header.target_index not in self._models:
+            from models.weights import load_decoder_model
+            self._models[header.target_index] = load_decoder_model(entry)
+        return self._models[header.target_index]
+
+
+@dataclass
+class Parsed:
+    """The parse result: everything integer, before any float work."""
+
+    header: Header
+    z_hat: np.ndarray
+    mu_q: np.ndarray
+    scale_idx: np.ndarray
+    symbols: np.ndarray
+
+    def symbol_hash(self) -> str:
+        h = hashlib.sha256()
+        for a in (self.z_hat, self.scale_idx, self.symbols):
+            h.update(np.ascontiguousarray(a, np.int32).tobytes())
+        return h.hexdigest()[:16]
+
+
+def parse(data: bytes, models: ModelCache, limits: Limits = Limits()) -> Parsed:
+    if len(data) > limits.max_bytes:
+        raise DecodeError(f"stream of {len(data)} bytes exceeds the {limits.max_bytes} byte limit")
+    try:
+        header = parse_header(data)
+        limits.check(header)
+        stream = unpack(data)
+    except BitstreamError as e:
+        raise DecodeError(str(e)) from None
+    model = models.get(header)
+    m, n = model.widths["latent_channels"], model.widths["num_filters"]
+    y_shape, z_shape = latent_shapes(header.width, header.height, m, n)
+    try:
+        z_idx = np.broadcast_to(np.arange(n, dtype=np.int32), z_shape)
+        z_hat = range_decode(stream.z, z_idx, model.z_table)
+        mu_q, log2_sigma_q = model.intnet.run(z_hat)
+        idx = S.scale_index(log2_sigma_q, header.delta_code)
+        if idx.shape != y_shape:
+            raise DecodeError(f"model produced latents {idx.shape}, expected {y_shape}")
+        symbols = range_decode(stream.y, idx, model.y_table)
+    except CorruptStream as e:
+        raise DecodeError(f"corrupt stream: {e}") from None
+    return Parsed(header, z_hat, mu_q, idx, symbols)
+
+
+def dequantize(parsed: Parsed) -> np.ndarray:
+    delta = np.float32(S.delta(parsed.header.delta_code))
+    mu = parsed.mu_q.astype(np.float32) / np.float32(1 << S.Q)
+    return parsed.symbols.astype(np.float32) * delta + mu
+
+
+_SYNTH_FNS: dict[int, object] = {}
+
+
+def _synth_fn(synthesis):
+    import tensorflow as tf
+    key = id(synthesis)
+    if key not in _SYNTH_FNS:
+        _SYNTH_FNS[key] = tf.function(lambda y: synthesis(y),
+                                      input_signature=[tf.TensorSpec([1, None, None, None], tf.float32)])
+    return _SYNTH_FNS[key]
+
+
+def synthesize(synthesis, y_hat: np.ndarray, tile: int = TILE_LATENTS, halo: int = HALO_LATENTS) -> np.ndarray:
+    """y_hat (h, w, M) -> image (16h, 16w, 3) float in 0..1, tiled so memory is bounded."""
+    fn = _synth_fn(synthesis)
+    h, w, _ = y_hat.shape
+    if h <= tile + halo and w <= tile + halo:
+        return fn(y_hat[None])[0].numpy()
+    out = np.empty((h * Y_STRIDE, w * Y_STRIDE, 3), np.float32)
+    for ty in range(0, h, tile):
+        for tx in range(0, w, tile):
+            y0, x0 = max(ty - halo, 0), max(tx - halo, 0)
+            y1, x1 = min(ty + tile + halo, h), min(tx + tile + halo, w)
+            part = fn(y_hat[None, y0:y1, x0:x1])[0].numpy()
+            oy, ox = (ty - y0) * Y_STRIDE, (tx - x0) * Y_STRIDE
+            th, tw = (min(ty + tile, h) - ty) * Y_STRIDE, (min(tx + tile, w) - tx) * Y_STRIDE
+            out[ty * Y_STRIDE:ty * Y_STRIDE + th, tx * Y_STRIDE:tx * Y_STRIDE + tw] = part[oy:oy + th, ox:ox + tw]
+    return out
+
+
+def to_uint8(x: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.clip(np.round(x[:height, :width] * 255.0), 0, 255).astype(np.uint8)
+
+
+def decode_bytes(data: bytes, models: ModelCache | None = None, limits: Limits = Limits()) -> np.ndarray:
+    """Stream bytes -> HxWx3 uint8 RGB."""
+    models = models or ModelCache()
+    parsed = parse(data, models, limits)
+    model = models.get(parsed.header)
+    x = synthesize(model.synthesis, dequantize(parsed))
+    return to_uint8(x, parsed.header.width, parsed.header.height)
+
+
+def read_stream(path: str | os.PathLike, limits: Limits = Limits()) -> bytes:
+    p = Path(path)
+    if not p.is_file():
+        raise DecodeError(f"{path}: no such file")
+    size = p.stat().st_size
+    if size > limits.max_bytes:
+        raise DecodeError(f"{path}: {size} bytes exceeds the {limits.max_bytes} byte limit")
+    return p.read_bytes()

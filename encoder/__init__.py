@@ -1,0 +1,1 @@
+"""ratelock encoder: image -> latents (per candidate model) -> rate_control -> bitstream."""

@@ -1,0 +1,172 @@
+"""Encode images to a target rate.
+
+  python -m encoder in.png 0.25 out.bit
+  python -m encoder IMAGES_DIR --targets all --out OUTDIR      # OUTDIR/<image>_<BR>.bit + rates.csv
+
+Exit status is 0 only if every stream lands within +-15 % of its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: keep errors one line
+PROG = "ratelock-encode"
+
+
+class UsageError(ValueError):
+    pass
+
+
+def parse_target(text: str) -> float:
+    try:
+        t = float(text)
+    except ValueError:
+        raise UsageError(f"target {text!r} is not a number") from None
+    if not math.isfinite(t) or t <= 0:
+        raise UsageError(f"target must be a positive finite bpp, got {text}")
+    return t
+
+
+def parse_targets(text: str) -> list[float]:
+    from models.targets import TARGETS
+    if text == "all":
+        return list(TARGETS)
+    return [parse_target(t) for t in text.split(",") if t]
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m encoder", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="input PNG, or a folder of images (batch mode)")
+    p.add_argument("target", nargs="?", help="target bpp (single-image mode)")
+    p.add_argument("output", nargs="?", help="output stream (single-image mode)")
+    p.add_argument("--targets", default="all", help="batch mode: 'all' or comma-separated bpp values")
+    p.add_argument("--out", help="batch mode: output folder")
+    p.add_argument("--registry", default=None,
+                   help="model registry YAML (default: $RATELOCK_REGISTRY or models/registry.yaml)")
+    p.add_argument("--aim", type=float, default=0.02,
+                   help="aim within this fraction of the target (the band is +-15 %%); rates up to target*(1+aim)")
+    p.add_argument("--best-effort", action="store_true",
+                   help="when the target is unreachable, write the closest stream anyway (exit status stays non-zero)")
+    p.add_argument("--flatten-alpha", action="store_true", help="composite RGBA input on white instead of refusing it")
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0 = library default)")
+    return p.parse_args(argv)
+
+
+def _describe(c, name: str) -> str:
+    return (f"{name}: {c.bpp:.4f} bpp (target {c.target:.2f}, {c.deviation * 100:+.1f} %), model {c.model}, "
+            f"delta {c.delta:.3f} (code {c.delta_code}), {c.analyses} analyses, {c.probes} probes")
+
+
+def _single(args, encoder) -> int:
+    from decoder.pngio import write_bytes_atomic
+    from encoder.imageio import load_rgb8
+    from rate_control.search import Unreachable, search
+    target = parse_target(args.target)
+    out = Path(args.output)
+    if not out.resolve().parent.is_dir():
+        raise UsageError(f"{args.output}: output folder does not exist")
+    rgb = load_rgb8(args.input, args.flatten_alpha)
+    try:
+        c = search(rgb, target, encoder.models, args.aim)
+    except Unreachable as e:
+        if not args.best_effort:
+            print(f"{PROG}: {e}; nothing written (use --best-effort to write the closest stream)", file=sys.stderr)
+            return 2
+        write_bytes_atomic(out, e.best.data)
+        print(f"{PROG}: {e}; --best-effort: wrote the closest stream, OUTSIDE the band", file=sys.stderr)
+        print(_describe(e.best, str(out)))
+        return 2
+    write_bytes_atomic(out, c.data)
+    print(_describe(c, str(out)))
+    return 0
+
+
+def _batch(args, encoder) -> int:
+    from tqdm import tqdm
+    from decoder.pngio import write_bytes_atomic
+    from encoder.imageio import InputError, image_paths, load_rgb8
+    from models.targets import rate_code
+    from rate_control.search import Unreachable, search
+    if not args.out:
+        raise UsageError("batch mode needs --out OUTDIR")
+    images, targets = image_paths(args.input), parse_targets(args.targets)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, misses = [], 0
+    bar = tqdm(total=len(images) * len(targets), desc="encoding", unit="stream", file=sys.stderr)
+    for img in images:
+        try:
+            rgb = load_rgb8(img, args.flatten_alpha)
+        except InputError as e:
+            print(f"{PROG}: {e}", file=sys.stderr)
+            misses += len(targets)
+            bar.update(len(targets))
+            continue
+        for t in targets:
+            t0 = time.perf_counter()
+            name = f"{img.stem}_{rate_code(t)}.bit"
+            status = "ok"
+            try:
+                c = search(rgb, t, encoder.models, args.aim)
+            except Unreachable as e:
+                c, status = e.best, "unreachable"
+            written = status == "ok" or args.best_effort
+            if written:
+                write_bytes_atomic(out / name, c.data)
+            if not c.within_band:
+                misses += 1
+            rows.append({"image": img.name, "target": f"{t:.2f}", "bpp": f"{c.bpp:.5f}",
+                         "deviation_pct": f"{c.deviation * 100:+.2f}", "within_band": int(c.within_band),
+                         "status": status, "written": int(written), "stream": name if written else "",
+                         "bytes": len(c.data), "model": c.model, "delta_code": c.delta_code,
+                         "analyses": c.analyses, "probes": c.probes,
+                         "seconds": f"{time.perf_counter() - t0:.3f}"})
+            bar.set_postfix(last=f"{c.bpp:.3f}/{t:.2f}", misses=misses)
+            bar.update(1)
+    bar.close()
+    with open(out / "rates.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"{len(rows) - misses} of {len(rows)} streams within +-15 %; rates in {out / 'rates.csv'}")
+    return 0 if misses == 0 else 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    try:
+        batch = Path(args.input).is_dir()
+        if not batch and (args.target is None or args.output is None):
+            raise UsageError("usage: python -m encoder in.png TARGET out.bit  |  python -m encoder DIR --out OUTDIR")
+        if not batch:
+            parse_target(args.target)   # fail fast, before TensorFlow loads
+        else:
+            parse_targets(args.targets)
+        if not 0 <= args.aim < 0.15:
+            raise UsageError("--aim must be in [0, 0.15)")
+        from encoder.api import Encoder
+        from decoder.runtime import configure
+        configure(args.threads)
+        enc = Encoder(args.registry, args.aim)
+        return _batch(args, enc) if batch else _single(args, enc)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        if os.environ.get("RATELOCK_DEBUG"):
+            raise
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

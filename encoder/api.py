@@ -1,0 +1,32 @@
+"""Library entry point for other tools (evaluation, conformance, benchmarks)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rate_control.search import DEFAULT_AIM, Choice, Unreachable, search
+
+
+class Encoder:
+    """Holds the model cache so that batch work pays TensorFlow start-up once."""
+
+    def __init__(self, registry: str | None = None, aim: float = DEFAULT_AIM):
+        from decoder.runtime import configure
+        from encoder.encode import EncoderModels
+        configure()
+        self.models = EncoderModels(registry)
+        self.aim = aim
+
+    def encode(self, rgb: np.ndarray, target: float, best_effort: bool = True) -> Choice:
+        """Rate-controlled stream; with best_effort an unreachable target returns the closest stream."""
+        try:
+            return search(rgb, target, self.models, self.aim)
+        except Unreachable as e:
+            if best_effort:
+                return e.best
+            raise
+
+    def encode_fixed(self, rgb: np.ndarray, model_index: int, delta_code: int) -> bytes:
+        """No search: one model, one step (for benchmarks and tests)."""
+        entry = self.models.distinct_entries()[model_index]
+        return self.models.encoder_model(entry).analyse(rgb).code(delta_code, entry.target_index)

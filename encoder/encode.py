@@ -1,0 +1,106 @@
+"""Image -> latents once per model, then cheap re-quantisation per rate probe.
+
+`Analysed` holds everything that does not depend on the quantiser step delta:
+y, the coded z, and the integer hyper outputs. A probe at a new delta only
+re-quantises y and range-codes it, so a rate search costs one analysis per
+candidate model plus a few entropy-coding passes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from decoder import bitstream as B
+from decoder.decode import ModelCache, synthesize, to_uint8
+from models import coding
+from models import scale_table as S
+from models.intnet import Z_MAX
+from models.transforms import Z_STRIDE
+from models.weights import Entry, load_encoder_transforms
+
+
+def pad_to_multiple(rgb: np.ndarray, multiple: int = Z_STRIDE) -> np.ndarray:
+    """Edge-replicate to a multiple of 64; replication (not zeros) avoids a dark border after cropping."""
+    h, w = rgb.shape[:2]
+    ph, pw = math.ceil(h / multiple) * multiple - h, math.ceil(w / multiple) * multiple - w
+    return np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge")
+
+
+class EncoderModel:
+    """Decoder model + the encoder-only transforms; analysis runs as one tf.function."""
+
+    def __init__(self, entry: Entry, decoder_model):
+        import tensorflow as tf
+        self.entry = entry
+        self.dec = decoder_model
+        self.analysis, self.hyper_analysis = load_encoder_transforms(entry)
+
+        def analyse(x):
+            y = self.analysis(x)
+            return y, self.hyper_analysis(y)
+        self._analyse = tf.function(analyse, input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+
+    def analyse(self, rgb: np.ndarray) -> "Analysed":
+        h, w = rgb.shape[:2]
+        x = pad_to_multiple(rgb).astype(np.float32)[None] / 255.0
+        y, z = self._analyse(x)
+        y, z = y[0].numpy(), z[0].numpy()
+        z_hat = np.clip(np.round(z), -Z_MAX, Z_MAX).astype(np.int32)
+        z_idx = np.broadcast_to(np.arange(z_hat.shape[-1], dtype=np.int32), z_hat.shape)
+        z_bytes = coding.encode(z_hat, z_idx, self.dec.z_table)
+        mu_q, log2_sigma_q = self.dec.intnet.run(z_hat)
+        return Analysed(self, w, h, y, z_bytes, mu_q, log2_sigma_q)
+
+
+@dataclass
+class Analysed:
+    model: EncoderModel
+    width: int
+    height: int
+    y: np.ndarray
+    z_bytes: bytes
+    mu_q: np.ndarray
+    log2_sigma_q: np.ndarray
+
+    def symbols(self, delta_code: int) -> tuple[np.ndarray, np.ndarray]:
+        mu = self.mu_q.astype(np.float32) / np.float32(1 << S.Q)
+        s = np.round((self.y - mu) / np.float32(S.delta(delta_code))).astype(np.int32)
+        return s, S.scale_index(self.log2_sigma_q, delta_code)
+
+    def code(self, delta_code: int, target_index: int) -> bytes:
+        s, idx = self.symbols(delta_code)
+        y_bytes = coding.encode(s, idx, self.model.dec.y_table)
+        header = B.Header(target_index, self.model.entry.hash16, self.width, self.height, delta_code)
+        return B.pack(header, self.z_bytes, y_bytes)
+
+    def reconstruct(self, delta_code: int) -> np.ndarray:
+        """What the decoder will output for this delta (used to compare candidates' quality)."""
+        s, _ = self.symbols(delta_code)
+        y_hat = s.astype(np.float32) * np.float32(S.delta(delta_code)) + self.mu_q.astype(np.float32) / np.float32(1 << S.Q)
+        return to_uint8(synthesize(self.model.dec.synthesis, y_hat), self.width, self.height)
+
+
+class EncoderModels(ModelCache):
+    """Model cache for the encoder: loads a model (both halves) only when the search needs it."""
+
+    def __init__(self, registry=None):
+        super().__init__(registry)
+        self._enc: dict[str, EncoderModel] = {}
+
+    def encoder_model(self, entry: Entry) -> EncoderModel:
+        if entry.hash not in self._enc:
+            from models.weights import load_decoder_model
+            self._enc[entry.hash] = EncoderModel(entry, load_decoder_model(entry))
+        return self._enc[entry.hash]
+
+    def distinct_entries(self) -> list[Entry]:
+        """One entry per distinct model file, in target order (targets sharing weights collapse)."""
+        seen, out = set(), []
+        for e in self.registry.entries:
+            if e.hash not in seen:
+                seen.add(e.hash)
+                out.append(e)
+        return out

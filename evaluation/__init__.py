@@ -1,0 +1,4 @@
+"""Rate-matched evaluation of ratelock against classical anchor codecs.
+
+Run ``python -m evaluation --help``. See ``evaluation/README.md``.
+"""

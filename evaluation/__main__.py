@@ -1,0 +1,171 @@
+"""CLI: python -m evaluation IMAGES_DIR --out OUTDIR [options].
+
+Rate-matches every codec to the challenge targets on every image, scores the
+results and writes per-image CSV, summary, BD-rate table, RD plots and report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter would drown the progress bar
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit status 2, no traceback."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from evaluation.codecs import ALL_CODECS
+
+    p = argparse.ArgumentParser(prog="python -m evaluation",
+                                description="Rate-matched codec evaluation at the challenge targets.")
+    p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of lossless RGB images (png/ppm/bmp/tif)")
+    p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (created; holds cache/ too)")
+    p.add_argument("--codecs", default=",".join(ALL_CODECS),
+                   help=f"comma-separated codecs to run, from {','.join(ALL_CODECS)} (default: all)")
+    p.add_argument("--targets", default="all",
+                   help="'all' or a comma-separated subset of the challenge targets, e.g. 0.25,0.5")
+    p.add_argument("--anchor", default="jpeg2000", help="codec the BD-rates are computed against (default: jpeg2000)")
+    p.add_argument("--force", action="store_true", help="recompute every point, ignoring OUTDIR/cache/")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (sorted by name)")
+    p.add_argument("--crop", type=int, default=None, metavar="PX",
+                   help="centre-crop each image to at most PX x PX for quick runs (MS-SSIM needs >= 176)")
+    p.add_argument("--no-vmaf", action="store_true", help="skip VMAF (reported as n/a)")
+    p.add_argument("--registry", default=None, help="model registry passed to encoder.api.Encoder (ours)")
+    p.add_argument("--save-bitstreams", action="store_true",
+                   help="also keep every chosen bitstream in OUTDIR/bitstreams/")
+    return p.parse_args(argv)
+
+
+def _targets(spec: str) -> list[float]:
+    from models.targets import TARGETS
+
+    if spec.strip().lower() == "all":
+        return list(TARGETS)
+    out = []
+    for tok in spec.split(","):
+        try:
+            v = float(tok)
+        except ValueError:
+            raise UsageError(f"--targets: {tok!r} is not a number") from None
+        match = [t for t in TARGETS if abs(t - v) < 1e-9]
+        if not match:
+            raise UsageError(f"--targets: {v:g} is not a challenge target ({', '.join(f'{t:g}' for t in TARGETS)})")
+        out.append(match[0])
+    return sorted(set(out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return _run(args, argv)
+    except UsageError as exc:
+        print(f"evaluation: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evaluation: interrupted (finished points are cached; rerun to resume)", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from evaluation.codecs import ALL_CODECS
+
+    images_dir = Path(args.images_dir)
+    if not images_dir.is_dir():
+        raise UsageError(f"images directory not found: {images_dir}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be >= 1")
+    if args.crop is not None and args.crop < 16:
+        raise UsageError("--crop must be >= 16")
+    names = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    unknown = [c for c in names if c not in ALL_CODECS]
+    if unknown or not names:
+        raise UsageError(f"unknown codec(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(ALL_CODECS)}")
+    targets = _targets(args.targets)
+
+    from evaluation.runner import list_images
+
+    images = list_images(images_dir, args.limit)
+    if not images:
+        raise UsageError(f"no images (png/ppm/pnm/bmp/tif) in {images_dir}")
+    outdir = Path(args.out)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {outdir}: {exc}") from None
+
+    from tqdm import tqdm
+
+    from evaluation import codecs as codec_mod
+    from evaluation import ffmpeg, report
+    from evaluation.runner import RunLog, evaluate
+
+    t0 = time.perf_counter()
+    log = RunLog()
+    ordered = [n for n in ALL_CODECS if n in names]
+    runnable = []
+    codec_info: dict[str, dict[str, Any]] = {}
+    for name in ordered:
+        codec = codec_mod.make(name, registry=args.registry)
+        reason = codec.unavailable()
+        info: dict[str, Any] = {"available": reason is None, "reason": reason}
+        if reason is None:
+            info["version"] = codec.version()
+            info["settings"] = codec.settings()
+            runnable.append(codec)
+        else:
+            log.skipped[name] = reason
+            print(f"evaluation: skipping {name}: {reason}", file=sys.stderr)
+        codec_info[name] = info
+    if not runnable:
+        raise UsageError("none of the requested codecs can run here: "
+                         + "; ".join(f"{n}: {r}" for n, r in log.skipped.items()))
+
+    with_vmaf = not args.no_vmaf
+    if with_vmaf and not (ffmpeg.exe() and ffmpeg.has_filter("libvmaf")):
+        with_vmaf = False
+        log.notes.append("VMAF not computed: ffmpeg with the libvmaf filter is not available")
+        print("evaluation: VMAF disabled: no ffmpeg with libvmaf", file=sys.stderr)
+    if args.no_vmaf:
+        log.notes.append("VMAF not computed (--no-vmaf)")
+    if args.anchor not in [c.name for c in runnable]:
+        log.notes.append(f"BD-rate anchor {args.anchor!r} was not run, so there is no BD-rate table")
+    if args.crop is not None and args.crop < 176:
+        log.notes.append(f"--crop {args.crop} < 176: MS-SSIM (5 scales) is n/a for these images")
+
+    total = len(runnable) * len(images) * len(targets)
+    with tqdm(total=total, unit="pt", desc="evaluating", dynamic_ncols=True) as bar:
+        rows = evaluate(runnable, images, targets, outdir, crop=args.crop, force=args.force, with_vmaf=with_vmaf,
+                        log=log, progress=bar.update, save_bitstreams=args.save_bitstreams)
+    wall = time.perf_counter() - t0
+    small = [r["image"] for r in rows if min(r["width"], r["height"]) < 176] if rows else []
+    if small and not any("MS-SSIM" in n for n in log.notes):
+        log.notes.append(f"{len(set(small))} image(s) smaller than 176 px on a side: MS-SSIM n/a for them")
+
+    tools = {"ffmpeg": {"path": ffmpeg.exe(), "version": ffmpeg.version()},
+             "vmaf": {"computed": with_vmaf, "command": ffmpeg.vmaf_command()}}
+    command = "python -m evaluation " + shlex.join(sys.argv[1:] if argv is None else argv)
+    title = f"{images_dir.name}: {len(images)} images" + (f", crop {args.crop}" if args.crop else "")
+    res = report.write_all(outdir, rows, codec_info, anchor=args.anchor, title=title, tools=tools, report_args=dict(
+        images_dir=str(images_dir), n_images=len(images), crop=args.crop, targets=targets,
+        failures=log.failures, notes=log.notes, wall_s=wall, command=command))
+
+    print(f"\n{log.computed} points computed, {log.cache_hits} from cache, {len(log.failures)} failed; "
+          f"{wall:.1f} s")
+    print(res["bd_md"])
+    for f in log.failures:
+        print(f"evaluation: failed: {f}", file=sys.stderr)
+    print(f"report: {outdir / 'report.md'}")
+    return 1 if log.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

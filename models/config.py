@@ -1,0 +1,77 @@
+"""Training configs: one YAML per model, layered over a base via `inherit:`.
+
+Every parameter is declared once here, with its default and help text; a YAML
+file only overrides. Command-line `--set key=value` overrides the YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _p(default: Any, help: str) -> Any:  # noqa: A002 - 'help' mirrors argparse
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    name: str = _p("base", "run name: checkpoints go to runs/<name>, exports to models/weights/<name>")
+    num_filters: int = _p(128, "N: filters of every transform, and hyper-latent channels")
+    latent_channels: int = _p(192, "M: latent channels of y")
+    loss: str = _p("lambda", "'lambda' (D + lambda*R) or 'guerin' (D + beta*((R_t-R)/R_t)^2)")
+    lmbda: float = _p(0.01, "rate-distortion trade-off of the 'lambda' loss (MSE on 0..255)")
+    beta: float = _p(100.0, "rate-constraint weight of the 'guerin' loss")
+    target_bpp: float = _p(0.5, "R_t of the 'guerin' loss; the challenge target this model serves")
+    mse_weight: float = _p(1.0, "weight of MSE (0..255 scale) in D")
+    msssim_weight: float = _p(0.0, "weight of (1 - MS-SSIM) in D")
+    steps: int = _p(200000, "total optimiser steps (resumed runs continue to this)")
+    batch: int = _p(8, "crops per step (global, split across replicas)")
+    patch: int = _p(128, "crop size in pixels")
+    lr: float = _p(3e-4, "peak learning rate (Adam)")
+    warmup_steps: int = _p(500, "linear learning-rate warm-up")
+    lr_decay_at: list = _p([0.8, 0.95], "fractions of `steps` where the rate drops 10x")
+    clipnorm: float = _p(1.0, "global gradient-norm clip; 0 disables")
+    train_dir: str = _p("../shared/data/train", "training photographs (JPEG/WebP/PNG)")
+    holdout_every: int = _p(30, "1 in this many training images (by name hash) is held out for validation")
+    seed: int = _p(1, "seed for crops and initialisation")
+    init_from: str = _p("", "resume-state .npz to initialise from (fine-tuning a base model)")
+    checkpoint_every: int = _p(500, "steps between checkpoints")
+    validate_every: int = _p(2000, "steps between validation passes")
+    export_every: int = _p(0, "steps between exports to the registry format; 0 = only at the end")
+    auto_rate: bool = _p(False, "after each validation, shift target_bpp / raise beta from the coded bpp at delta=1")
+
+    @classmethod
+    def help_text(cls) -> str:
+        return "\n".join(f"  {f.name} (default {f.default if f.default is not dataclasses.MISSING else f.default_factory()}): {f.metadata['help']}"
+                         for f in fields(cls))
+
+
+def load(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    values: dict[str, Any] = {}
+    if path:
+        values = _read_layered(Path(path))
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        values[key] = yaml.safe_load(raw)
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    return TrainConfig(**values)
+
+
+def _read_layered(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text()) or {}
+    parent = data.pop("inherit", None)
+    if parent:
+        base = _read_layered(path.parent / parent)
+        base.update(data)
+        data = base
+    return data

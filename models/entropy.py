@@ -1,0 +1,33 @@
+"""Building the integer CDF tables, once, at export time (never at decode time).
+
+This is the only place that evaluates distributions for coding. The resulting
+int32 tables are stored in the model file; models/coding.py only reads them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models import scale_table as S
+from models.coding import CdfTable
+
+
+def y_table() -> CdfTable:
+    """Zero-mean quantised Gaussians, one row per scale-table entry (in units of delta)."""
+    import tensorflow as tf
+    import tensorflow_compression as tfc
+    sig = tf.constant(S.sigmas(), tf.float32)
+    em = tfc.LocationScaleIndexedEntropyModel(
+        tfc.NoisyNormal, S.NUM_SCALES, lambda i: tf.gather(sig, tf.cast(i, tf.int32)),
+        coding_rank=1, compression=True, tail_mass=S.TAIL_MASS,
+        range_coder_precision=S.RANGE_CODER_PRECISION)
+    return CdfTable(em.cdf.numpy().astype(np.int32), em.cdf_offset.numpy().astype(np.int32))
+
+
+def z_table(prior) -> CdfTable:
+    """One row per hyper-latent channel, from the trained factorised prior; z_hat = round(z)."""
+    import tensorflow_compression as tfc
+    em = tfc.ContinuousBatchedEntropyModel(
+        prior, coding_rank=1, compression=True, offset_heuristic=False, tail_mass=S.TAIL_MASS,
+        range_coder_precision=S.RANGE_CODER_PRECISION)
+    return CdfTable(em.cdf.numpy().astype(np.int32), em.cdf_offset.numpy().astype(np.int32))

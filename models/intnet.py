@@ -1,0 +1,171 @@
+"""Integer hyper-synthesis: z_hat (int) -> mu (Q8) and log2 sigma (Q8), bit-exactly.
+
+Why: the scale index decides how the range decoder parses y. If it came from a
+float network, a 1-ulp difference between CPU and GPU, thread counts or oneDNN
+on/off could flip an index and desynchronise the decoder (tfc #44/#147,
+CompressAI #279/#320). Here every value is an integer:
+
+- weights are int (|w| < 2^15) with a per-layer power-of-two scale 2^-w_frac;
+- activations are int with a fixed scale 2^-ACT_FRAC, clamped to |a| <= 2^22;
+- a layer's accumulator is sum(a*w) + bias, at scale 2^-(in_frac + w_frac);
+- re-scaling is floor((acc + 2^(k-1)) / 2^k): a rounding right shift.
+
+Products and sums are computed in float64 by BLAS. With the clamps above every
+partial sum is an integer below 2^53 (kernel taps <= 4800 -> |acc| < 2^50), so
+float64 represents it exactly and the result cannot depend on summation order,
+FMA, threads or vendor library. The int64 backend computes the same with numpy
+integers and is what the tests compare against.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from models import scale_table
+
+ACT_FRAC = 8
+ACT_MAX = 1 << 22
+W_MAX = (1 << 15) - 1
+Z_MAX = 1 << 12          # |z_hat| is clamped: hostile streams may carry huge overflow values
+ACC_LIMIT = 1 << 53
+
+
+@dataclass
+class IntLayer:
+    kind: str            # 'conv' (stride 1) or 'deconv' (transposed, stride 2)
+    stride: int
+    weight: np.ndarray   # int64, (kh, kw, cin, cout)
+    bias: np.ndarray     # int64, at scale 2^-(in_frac + w_frac)
+    w_frac: int
+    in_frac: int
+    out_frac: int
+    relu: bool
+
+
+def _conv_same(x: np.ndarray, w: np.ndarray, dtype) -> np.ndarray:
+    kh, kw, cin, cout = w.shape
+    h, wd, _ = x.shape
+    pt, pl = (kh - 1) // 2, (kw - 1) // 2
+    xp = np.zeros((h + kh - 1, wd + kw - 1, cin), dtype)
+    xp[pt:pt + h, pl:pl + wd] = x
+    acc = np.zeros((h * wd, cout), dtype)
+    for a in range(kh):
+        for b in range(kw):
+            acc += xp[a:a + h, b:b + wd].reshape(-1, cin) @ w[a, b].astype(dtype)
+    return acc.reshape(h, wd, cout)
+
+
+def _deconv_same(x: np.ndarray, w: np.ndarray, stride: int, dtype) -> np.ndarray:
+    """Matches tf.keras Conv2DTranspose(padding='same'): out[s*i + a - p] += x[i] w[a]."""
+    kh, kw, cin, cout = w.shape
+    h, wd, _ = x.shape
+    oh, ow = h * stride, wd * stride
+    pt, pl = (kh - stride) // 2, (kw - stride) // 2
+    out = np.zeros((oh + kh, ow + kw, cout), dtype)
+    flat = x.reshape(-1, cin)
+    for a in range(kh):
+        for b in range(kw):
+            out[a:a + oh:stride, b:b + ow:stride] += (flat @ w[a, b].astype(dtype)).reshape(h, wd, cout)
+    return out[pt:pt + oh, pl:pl + ow]
+
+
+def _rshift_round(acc: np.ndarray, k: int) -> np.ndarray:
+    if k <= 0:
+        return acc * (1 << -k)
+    if acc.dtype == np.int64:
+        return (acc + (1 << (k - 1))) >> k
+    return np.floor((acc + float(1 << (k - 1))) / float(1 << k))
+
+
+class IntHyperSynthesis:
+    """The integer network; `run` is what encoder and decoder both call."""
+
+    def __init__(self, layers: list[IntLayer]):
+        self.layers = layers
+
+    @property
+    def out_channels(self) -> int:
+        return self.layers[-1].weight.shape[-1]
+
+    def run(self, z_hat: np.ndarray, backend: str = "blas") -> tuple[np.ndarray, np.ndarray]:
+        """(h, w, Cz) ints -> (mu_q, log2_sigma_q), each (4h, 4w, M) int32 at Q8."""
+        dtype = {"blas": np.float64, "int64": np.int64}[backend]
+        a = np.clip(np.asarray(z_hat, np.int64), -Z_MAX, Z_MAX).astype(dtype)
+        for layer in self.layers:
+            if layer.kind == "deconv":
+                acc = _deconv_same(a, layer.weight, layer.stride, dtype)
+            else:
+                acc = _conv_same(a, layer.weight, dtype)
+            acc = acc + layer.bias.astype(dtype)
+            if layer.relu:
+                acc = np.maximum(acc, 0)
+            a = _rshift_round(acc, layer.in_frac + layer.w_frac - layer.out_frac)
+            a = np.clip(a, -ACT_MAX, ACT_MAX)
+        out = a.astype(np.int64).astype(np.int32)
+        m = out.shape[-1] // 2
+        mu_q = out[..., :m]
+        log2_sigma_q = np.clip(out[..., m:], scale_table.LOG2_MIN_Q, scale_table.LOG2_MAX_Q)
+        return mu_q, log2_sigma_q
+
+    # -- storage ---------------------------------------------------------------
+    def to_arrays(self, prefix: str = "hs") -> tuple[dict, dict[str, np.ndarray]]:
+        meta, arrays = [], {}
+        for i, l in enumerate(self.layers):
+            meta.append({"kind": l.kind, "stride": l.stride, "w_frac": l.w_frac, "in_frac": l.in_frac,
+                         "out_frac": l.out_frac, "relu": l.relu})
+            arrays[f"{prefix}{i}_w"] = l.weight.astype(np.int16)
+            arrays[f"{prefix}{i}_b"] = l.bias.astype(np.int64)
+        return {"layers": meta}, arrays
+
+    @classmethod
+    def from_arrays(cls, meta: dict, arrays, prefix: str = "hs") -> "IntHyperSynthesis":
+        layers = []
+        for i, m in enumerate(meta["layers"]):
+            layers.append(IntLayer(weight=np.asarray(arrays[f"{prefix}{i}_w"], np.int64),
+                                   bias=np.asarray(arrays[f"{prefix}{i}_b"], np.int64), **m))
+        net = cls(layers)
+        net.check_bounds()
+        return net
+
+    def check_bounds(self) -> None:
+        """Refuse a network whose worst-case accumulator could exceed 2^53."""
+        a_max = Z_MAX
+        for i, l in enumerate(self.layers):
+            taps = l.weight.shape[0] * l.weight.shape[1] * l.weight.shape[2]
+            worst = taps * a_max * int(np.abs(l.weight).max(initial=0)) + int(np.abs(l.bias).max(initial=0))
+            if worst >= ACC_LIMIT or np.abs(l.weight).max(initial=0) > W_MAX:
+                raise ValueError(f"integer hyper-synthesis layer {i} could overflow exact float64")
+            a_max = ACT_MAX
+
+
+def from_keras(hyper_synthesis) -> IntHyperSynthesis:
+    """Quantise a trained float HyperSynthesisTransform (models/transforms.py)."""
+    import tensorflow as tf
+    layers: list[IntLayer] = []
+    in_frac = 0
+    keras_layers = [l for l in hyper_synthesis.layers]
+    for i, kl in enumerate(keras_layers):
+        w, b = (v.numpy().astype(np.float64) for v in (kl.kernel, kl.bias))
+        deconv = isinstance(kl, tf.keras.layers.Conv2DTranspose)
+        if deconv:
+            w = w.transpose(0, 1, 3, 2)   # Keras stores (kh, kw, out, in)
+        last = i == len(keras_layers) - 1
+        out_frac = scale_table.Q if last else ACT_FRAC
+        w_frac = int(np.floor(np.log2(W_MAX / max(np.abs(w).max(), 1e-12))))
+        w_frac = min(w_frac, 24)
+        wq = np.round(w * 2.0 ** w_frac).astype(np.int64)
+        bq = np.round(b * 2.0 ** (in_frac + w_frac)).astype(np.int64)
+        relu = kl.activation is tf.keras.activations.relu
+        layers.append(IntLayer("deconv" if deconv else "conv", kl.strides[0], wq, bq, w_frac, in_frac,
+                               out_frac, relu))
+        in_frac = out_frac
+    net = IntHyperSynthesis(layers)
+    net.check_bounds()
+    return net
+
+
+def meta_json(net: IntHyperSynthesis) -> str:
+    return json.dumps(net.to_arrays()[0])

@@ -1,0 +1,225 @@
+"""Train one per-target model: python -m models.train --config models/configs/<name>.yaml
+
+Resumes from runs/<name>/ (full optimiser state) or, on a fresh clone, from the
+committed resume state models/checkpoints/<name>.npz (weights + step; Adam's
+moments restart, which costs a few hundred steps of warm-up, not a restart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    from models.config import TrainConfig
+    p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="config keys:\n" + TrainConfig.help_text())
+    p.add_argument("--config", help="YAML config (layered with `inherit:`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key; repeatable")
+    p.add_argument("--max-steps", type=int, default=0,
+                   help="stop after this many steps in this invocation (0 = run to config.steps)")
+    p.add_argument("--runs-dir", default=str(ROOT / "runs"), help="where checkpoints and logs go")
+    p.add_argument("--state-dir", default=str(ROOT / "models" / "checkpoints"),
+                   help="where the committed resume state (fp16 weights + step) is written")
+    p.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker"], default="auto",
+                   help="tf.distribute strategy; auto = mirrored when more than one device is visible")
+    p.add_argument("--logical-cpus", type=int, default=0,
+                   help="split the CPU into this many logical devices (tests the distributed path)")
+    p.add_argument("--no-export", action="store_true", help="do not export to the registry format at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def _strategy(kind: str, logical_cpus: int):
+    import tensorflow as tf
+    if logical_cpus:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
+    if kind == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    if kind == "mirrored" or (kind == "auto" and len(devices) > 1):
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    return tf.distribute.get_strategy()
+
+
+def save_state(model, step: int, path: Path, config: dict) -> None:
+    """Compact resume state: fp16 weights + step, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"w{i:03d}": w.numpy().astype(np.float16) for i, w in enumerate(model.weights)}
+    names = [w.name for w in model.weights]
+    meta = json.dumps({"step": int(step), "names": names, "config": config})
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, meta=np.array(meta), **arrays)
+    os.replace(tmp, path)
+
+
+def load_state(model, path: Path) -> int:
+    with np.load(path) as f:
+        meta = json.loads(str(f["meta"]))
+        if len(meta["names"]) != len(model.weights):
+            raise ValueError(f"{path}: {len(meta['names'])} tensors, model has {len(model.weights)}")
+        for i, w in enumerate(model.weights):
+            w.assign(f[f"w{i:03d}"].astype(w.dtype.as_numpy_dtype))
+    return int(meta["step"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    from models import config as C
+    cfg = C.load(args.config, args.set)
+
+    import tensorflow as tf
+    from models.data import CropSampler, dataset, list_images, split_holdout
+    from models.hyperprior import Hyperprior, LossConfig, Widths
+
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    tf.random.set_seed(cfg.seed)
+    run_dir = Path(args.runs_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = logging.getLogger("train")
+    log.setLevel(logging.INFO)
+    fh = logging.FileHandler(run_dir / "train.log")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(fh)
+    log.info("config %s", json.dumps(cfg.__dict__))
+
+    strategy = _strategy(args.strategy, args.logical_cpus)
+    files = list_images(cfg.train_dir)
+    train_files, val_files = split_holdout(files, cfg.holdout_every)
+    log.info("data: %d train, %d held out", len(train_files), len(val_files))
+    sampler = CropSampler(train_files, cfg.patch, cfg.seed, progress=not args.no_progress)
+    ds = strategy.experimental_distribute_dataset(dataset(sampler, cfg.batch))
+
+    loss_cfg = LossConfig(kind=cfg.loss, lmbda=cfg.lmbda, beta=cfg.beta, target_bpp=cfg.target_bpp,
+                          mse_weight=cfg.mse_weight, msssim_weight=cfg.msssim_weight)
+    with strategy.scope():
+        model = Hyperprior(Widths(cfg.num_filters, cfg.latent_channels))
+        step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+
+        def lr_fn():
+            s = tf.cast(step_var, tf.float32)
+            lr = cfg.lr * tf.minimum(1.0, (s + 1) / max(1, cfg.warmup_steps))
+            for frac in cfg.lr_decay_at:
+                lr = tf.where(s >= frac * cfg.steps, lr * 0.1, lr)
+            return lr
+
+        opt_kw = {"global_clipnorm": cfg.clipnorm} if cfg.clipnorm else {}
+        optimizer = tf.keras.optimizers.Adam(learning_rate=lr_fn, **opt_kw)
+
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
+    manager = tf.train.CheckpointManager(ckpt, run_dir / "ckpt", max_to_keep=2)
+    state_path = Path(args.state_dir) / f"{cfg.name}.npz"
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint)
+        log.info("resumed %s at step %d", manager.latest_checkpoint, int(step_var))
+    elif state_path.exists():
+        step_var.assign(load_state(model, state_path))
+        log.info("resumed committed state %s at step %d", state_path, int(step_var))
+    elif cfg.init_from:
+        load_state(model, ROOT / cfg.init_from)
+        log.info("initialised from %s", cfg.init_from)
+
+    replicas = strategy.num_replicas_in_sync
+
+    @tf.function
+    def train_step(x):
+        def one(xs):
+            with tf.GradientTape() as tape:
+                out = model(xs, training=True)
+                loss = loss_cfg.loss(out, xs)
+                scaled = loss / replicas
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss, out["bpp"], out["mse"]
+        per = strategy.run(one, args=(x,))
+        return [strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for v in per]
+
+    val_images = [np.asarray(_center_crop(f, 256), np.float32)[None] / 255.0 for f in val_files]
+
+    def validate(step: int) -> dict:
+        bpps, psnrs = [], []
+        for x in val_images:
+            out = model(tf.constant(x), training=False)
+            bpps.append(float(out["bpp"]))
+            psnrs.append(10 * np.log10(255.0 ** 2 / max(float(out["mse"]), 1e-9)))
+        res = {"step": step, "val_est_bpp": float(np.mean(bpps)), "val_psnr": float(np.mean(psnrs))}
+        log.info("validate %s", json.dumps(res))
+        return res
+
+    writer = tf.summary.create_file_writer(str(run_dir / "tb"))
+    end = cfg.steps if not args.max_steps else min(cfg.steps, int(step_var) + args.max_steps)
+    from tqdm import tqdm
+    bar = tqdm(total=end, initial=int(step_var), desc=cfg.name, unit="step", disable=args.no_progress,
+               mininterval=5)
+    it = iter(ds)
+    t0, s0 = time.time(), int(step_var)
+    ema = None
+    while int(step_var) < end:
+        loss, bpp, mse = train_step(next(it))
+        step_var.assign_add(1)
+        step = int(step_var)
+        vals = np.array([float(loss), float(bpp), float(mse)])
+        if not np.all(np.isfinite(vals)):
+            log.info("non-finite loss at step %d; restoring last checkpoint", step)
+            if manager.latest_checkpoint:
+                ckpt.restore(manager.latest_checkpoint)
+                continue
+            raise FloatingPointError("non-finite loss and no checkpoint to restore")
+        ema = vals if ema is None else 0.99 * ema + 0.01 * vals
+        bar.update(1)
+        if step % 50 == 0:
+            psnr = 10 * np.log10(255.0 ** 2 / ema[2])
+            bar.set_postfix(loss=f"{ema[0]:.3f}", bpp=f"{ema[1]:.3f}", psnr=f"{psnr:.2f}")
+            with writer.as_default(step=step):
+                tf.summary.scalar("loss", ema[0]); tf.summary.scalar("bpp", ema[1])
+                tf.summary.scalar("psnr", psnr); tf.summary.scalar("lr", lr_fn())
+        if step % 500 == 0:
+            rate = (step - s0) / (time.time() - t0)
+            log.info("step %d loss %.4f bpp %.4f psnr %.2f (%.2f steps/s)", step, ema[0], ema[1],
+                     10 * np.log10(255.0 ** 2 / ema[2]), rate)
+        if step % cfg.checkpoint_every == 0 or step == end:
+            manager.save(checkpoint_number=step)
+            save_state(model, step, state_path, cfg.__dict__)
+        if step % cfg.validate_every == 0 or step == end:
+            res = validate(step)
+            with writer.as_default(step=step):
+                tf.summary.scalar("val_est_bpp", res["val_est_bpp"])
+                tf.summary.scalar("val_psnr", res["val_psnr"])
+        if cfg.export_every and step % cfg.export_every == 0:
+            _export(model, cfg, step, log)
+    bar.close()
+    if not args.no_export and int(step_var) >= end:
+        _export(model, cfg, int(step_var), log)
+    return 0
+
+
+def _center_crop(path: Path, size: int) -> np.ndarray:
+    from models.data import load_rgb
+    img = load_rgb(path)
+    h, w = img.shape[:2]
+    s = min(size, h, w) // 64 * 64
+    y, x = (h - s) // 2, (w - s) // 2
+    return img[y:y + s, x:x + s]
+
+
+def _export(model, cfg, step: int, log) -> None:
+    from models.export import export
+    path = export(model, cfg.name, extra={"step": step, "config": cfg.__dict__})
+    log.info("exported step %d to %s", step, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

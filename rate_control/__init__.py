@@ -1,0 +1,1 @@
+"""Rate control: which model and which quantiser step land a file inside the band."""

@@ -1,0 +1,143 @@
+"""Rate selection: binary search over the ordered models, then bisection on the delta code.
+
+Rates are always real coded bytes of the whole file (header and CRC included),
+bpp = 8 * bytes / (W * H), so what the search sees is what the challenge measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models import scale_table as S
+from models.targets import TOLERANCE
+
+DEFAULT_AIM = 0.02
+
+
+@dataclass
+class Choice:
+    data: bytes
+    bpp: float
+    target: float
+    model: str
+    target_index: int
+    delta_code: int
+    within_band: bool
+    probes: int = 0
+    analyses: int = 0
+    mse: float | None = None
+
+    @property
+    def delta(self) -> float:
+        return S.delta(self.delta_code)
+
+    @property
+    def deviation(self) -> float:
+        return self.bpp / self.target - 1.0
+
+
+class Unreachable(Exception):
+    """No (model, delta) lands in the band; carries the achievable range and the closest stream."""
+
+    def __init__(self, target: float, lo: float, hi: float, best: Choice):
+        super().__init__(f"target {target:.4f} bpp is unreachable for this image: achievable range is "
+                         f"{lo:.4f}-{hi:.4f} bpp (closest: {best.bpp:.4f} bpp)")
+        self.lo, self.hi, self.best = lo, hi, best
+
+
+@dataclass
+class _Probe:
+    """Caches analyses and coded streams for one image across the whole search."""
+
+    rgb: np.ndarray
+    models: object
+    entries: list
+    analysed: dict = field(default_factory=dict)
+    coded: dict = field(default_factory=dict)
+
+    def bpp(self, k: int, code: int) -> float:
+        return 8 * len(self.stream(k, code)) / (self.rgb.shape[0] * self.rgb.shape[1])
+
+    def stream(self, k: int, code: int) -> bytes:
+        if (k, code) not in self.coded:
+            if k not in self.analysed:
+                self.analysed[k] = self.models.encoder_model(self.entries[k]).analyse(self.rgb)
+            self.coded[k, code] = self.analysed[k].code(code, self.entries[k].target_index)
+        return self.coded[k, code]
+
+    def choice(self, k: int, code: int, target: float) -> Choice:
+        b = self.bpp(k, code)
+        return Choice(self.stream(k, code), b, target, self.entries[k].name, self.entries[k].target_index, code,
+                      abs(b / target - 1) <= TOLERANCE + 1e-12, len(self.coded), len(self.analysed))
+
+
+def bracket(rates_at_unity, target: float, n: int) -> list[int]:
+    """Indices of the models whose natural rates (delta = 1) bracket the target.
+
+    Binary search for the first model whose natural rate reaches the target;
+    that model and the one below it are the candidates.
+    """
+    lo, hi = 0, n - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if rates_at_unity(mid) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return [k for k in (lo - 1, lo) if 0 <= k < n]
+
+
+def fit_delta(bpp_at, target: float, aim: float) -> int:
+    """Smallest delta code (finest step, best quality) whose rate is at most target*(1+aim).
+
+    Then the neighbour one step finer is taken instead if it is closer to the
+    target and still inside the band.
+    """
+    ceiling = target * (1 + aim)
+    lo, hi = S.DELTA_CODE_MIN, S.DELTA_CODE_MAX
+    if bpp_at(lo) <= ceiling:
+        return lo
+    if bpp_at(hi) > ceiling:
+        return hi
+    while hi - lo > 1:          # invariant: bpp(lo) > ceiling >= bpp(hi)
+        mid = (lo + hi) // 2
+        if bpp_at(mid) <= ceiling:
+            hi = mid
+        else:
+            lo = mid
+    finer = bpp_at(lo)
+    if abs(finer / target - 1) <= TOLERANCE and abs(finer - target) < abs(bpp_at(hi) - target):
+        return lo
+    return hi
+
+
+def search(rgb: np.ndarray, target: float, models, aim: float = DEFAULT_AIM, compare_quality: bool = True) -> Choice:
+    """Best stream within the band; raises Unreachable when there is none."""
+    entries = models.distinct_entries()
+    if not entries:
+        raise ValueError("the model registry is empty")
+    p = _Probe(rgb, models, entries)
+    candidates = bracket(lambda k: p.bpp(k, S.DELTA_CODE_UNITY), target, len(entries))
+    fits = []
+    for k in candidates:
+        code = fit_delta(lambda c, k=k: p.bpp(k, c), target, aim)
+        fits.append(p.choice(k, code, target))
+    ok = [c for c in fits if c.within_band]
+    if len(ok) > 1 and compare_quality:
+        for c in ok:
+            k = next(i for i, e in enumerate(entries) if e.target_index == c.target_index)
+            rec = p.analysed[k].reconstruct(c.delta_code)
+            c.mse = float(np.mean((rec.astype(np.float64) - rgb.astype(np.float64)) ** 2))
+        ok.sort(key=lambda c: (c.mse, -c.bpp))
+    elif len(ok) > 1:
+        ok.sort(key=lambda c: abs(c.deviation))
+    for c in fits:
+        c.probes, c.analyses = len(p.coded), len(p.analysed)
+    if ok:
+        return ok[0]
+    lo, hi = p.bpp(0, S.DELTA_CODE_MAX), p.bpp(len(entries) - 1, S.DELTA_CODE_MIN)
+    best = min(fits, key=lambda c: abs(np.log(c.bpp / target)))
+    best.probes, best.analyses = len(p.coded), len(p.analysed)
+    raise Unreachable(target, lo, hi, best)

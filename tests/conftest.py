@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny untrained models built at test time, so tests never need trained weights."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KODAK = ROOT.parent / "shared" / "data" / "kodak"
+EXPECTED = Path(__file__).resolve().parent / "expected"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--regen-expected", action="store_true",
+                     help="rewrite tests/expected/* from the current code instead of comparing")
+
+
+@pytest.fixture(scope="session")
+def regen(request) -> bool:
+    return request.config.getoption("--regen-expected")
+
+
+def _build_tiny(out: Path, name: str, seed: int, targets: str, registry: Path, n: int = 8, m: int = 8) -> None:
+    import tensorflow as tf
+    from models.export import main as export_main
+    tf.keras.utils.set_random_seed(seed)
+    export_main(["--name", name, "--num-filters", str(n), "--latent-channels", str(m), "--out-dir", str(out),
+                 "--register", targets, "--registry", str(registry)])
+
+
+@pytest.fixture(scope="session")
+def tiny_registry(tmp_path_factory) -> Path:
+    """Two tiny models: 'lo' serves the four low targets, 'hi' the four high ones."""
+    out = tmp_path_factory.mktemp("tiny_models")
+    reg = out / "registry.yaml"
+    _build_tiny(out, "lo", 1, "0.06,0.12,0.25,0.5", reg, 8, 8)
+    _build_tiny(out, "hi", 2, "0.75,1.0,1.5,2.0", reg, 8, 16)
+    return reg
+
+
+@pytest.fixture(scope="session")
+def encoder(tiny_registry):
+    from encoder.api import Encoder
+    return Encoder(str(tiny_registry))
+
+
+def kodak_crop(name: str = "kodim23.png", h: int = 128, w: int = 192) -> np.ndarray:
+    from encoder.imageio import load_rgb8
+    img = load_rgb8(KODAK / name)
+    return np.ascontiguousarray(img[:h, :w])
+
+
+def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,62 @@
+"""Rate search logic on synthetic rate curves (no models needed), then on real tiny models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models import scale_table as S
+from rate_control.search import Unreachable, bracket, fit_delta, search
+from tests.conftest import kodak_crop
+
+
+@pytest.mark.parametrize("target,expected", [(0.05, [0]), (0.3, [1, 2]), (0.25, [0, 1]), (0.8, [2, 3]), (5.0, [4, 5])])
+def test_bracket(target, expected):
+    natural = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0]
+    calls = []
+
+    def rate(k):
+        calls.append(k)
+        return natural[k]
+    assert bracket(rate, target, len(natural)) == expected
+    assert len(calls) <= 3          # binary, not linear: ceil(log2(6))
+
+
+def _curve(rate_at_unity):
+    # Rate falls ~ 1 bit per symbol-octave: a smooth monotone stand-in for real coding.
+    return lambda code: rate_at_unity * 2.0 ** (-(code - S.DELTA_CODE_UNITY) / S.DELTA_CODE_PER_OCTAVE * 0.8)
+
+
+@pytest.mark.parametrize("target", [0.06, 0.25, 0.5, 1.0])
+def test_fit_delta_lands_within_aim(target):
+    f = _curve(0.5)
+    code = fit_delta(f, target, 0.02)
+    assert f(code) <= target * 1.02 + 1e-12 or abs(f(code) / target - 1) <= 0.15
+    assert abs(f(code) / target - 1) < 0.03
+    # and it is the finest step that does so (best quality)
+    assert code == S.DELTA_CODE_MIN or f(code - 1) > target * 1.02 or abs(f(code - 1) - target) < abs(f(code) - target)
+
+
+def test_fit_delta_saturates():
+    f = _curve(0.5)
+    assert fit_delta(f, 1000.0, 0.02) == S.DELTA_CODE_MIN
+    assert fit_delta(f, 1e-6, 0.02) == S.DELTA_CODE_MAX
+
+
+def test_search_lands_in_band_and_is_deterministic(encoder):
+    rgb = kodak_crop()
+    a = search(rgb, 0.12, encoder.models)
+    b = search(rgb, 0.12, encoder.models)
+    assert a.data == b.data
+    assert a.within_band and abs(a.deviation) <= 0.15
+    assert 8 * len(a.data) / (rgb.shape[0] * rgb.shape[1]) == pytest.approx(a.bpp)
+    assert a.analyses <= 2          # analysis once per candidate model, not per probe
+    assert a.probes > a.analyses
+
+
+def test_unreachable_reports_range(encoder):
+    rgb = kodak_crop(h=8, w=8)
+    with pytest.raises(Unreachable) as e:
+        search(rgb, 0.06, encoder.models)
+    assert e.value.lo > 0.06 and "achievable range" in str(e.value)
+    assert not e.value.best.within_band
