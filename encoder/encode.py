@@ -18,8 +18,15 @@ from decoder.decode import ModelCache, synthesize, to_uint8
 from models import coding
 from models import scale_table as S
 from models.intnet import Z_MAX
-from models.transforms import Z_STRIDE
+from models.transforms import Y_STRIDE, Z_STRIDE
 from models.weights import Entry, load_encoder_transforms
+
+
+# The analysis runs on tiles of this many pixels (multiples of 64) with a halo of
+# 64 px (4 latents) -- wider than its receptive field (+-30 px) -- so memory is
+# bounded at any resolution and y matches the untiled transform.
+TILE_PX = 1024
+HALO_PX = 64
 
 
 def pad_to_multiple(rgb: np.ndarray, multiple: int = Z_STRIDE) -> np.ndarray:
@@ -38,16 +45,33 @@ class EncoderModel:
         self.dec = decoder_model
         self.analysis, self.hyper_analysis = load_encoder_transforms(entry)
 
-        def analyse(x):
-            y = self.analysis(x)
-            return y, self.hyper_analysis(y)
-        self._analyse = tf.function(analyse, input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+        spec = [tf.TensorSpec([1, None, None, None], tf.float32)]
+        self._g_a = tf.function(lambda x: self.analysis(x), input_signature=spec)
+        self._h_a = tf.function(lambda y: self.hyper_analysis(y), input_signature=spec)
+
+    def transform(self, rgb: np.ndarray, tile: int = TILE_PX, halo: int = HALO_PX) -> np.ndarray:
+        """Padded image -> y, tile by tile when it is large."""
+        x = pad_to_multiple(rgb).astype(np.float32) / np.float32(255.0)
+        hp, wp = x.shape[:2]
+        if hp <= tile + 2 * halo and wp <= tile + 2 * halo:
+            return self._g_a(x[None])[0].numpy()
+        y = None
+        for ty in range(0, hp, tile):
+            for tx in range(0, wp, tile):
+                y0, x0 = max(ty - halo, 0), max(tx - halo, 0)
+                y1, x1 = min(ty + tile + halo, hp), min(tx + tile + halo, wp)
+                part = self._g_a(x[None, y0:y1, x0:x1])[0].numpy()
+                if y is None:
+                    y = np.empty((hp // Y_STRIDE, wp // Y_STRIDE, part.shape[-1]), np.float32)
+                oy, ox = (ty - y0) // Y_STRIDE, (tx - x0) // Y_STRIDE
+                th, tw = (min(ty + tile, hp) - ty) // Y_STRIDE, (min(tx + tile, wp) - tx) // Y_STRIDE
+                y[ty // Y_STRIDE:ty // Y_STRIDE + th, tx // Y_STRIDE:tx // Y_STRIDE + tw] = part[oy:oy + th, ox:ox + tw]
+        return y
 
     def analyse(self, rgb: np.ndarray) -> "Analysed":
         h, w = rgb.shape[:2]
-        x = pad_to_multiple(rgb).astype(np.float32)[None] / 255.0
-        y, z = self._analyse(x)
-        y, z = y[0].numpy(), z[0].numpy()
+        y = self.transform(rgb)
+        z = self._h_a(y[None])[0].numpy()
         z_hat = np.clip(np.round(z), -Z_MAX, Z_MAX).astype(np.int32)
         z_idx = np.broadcast_to(np.arange(z_hat.shape[-1], dtype=np.int32), z_hat.shape)
         z_bytes = coding.encode(z_hat, z_idx, self.dec.z_table)

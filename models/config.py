@@ -45,6 +45,7 @@ class TrainConfig:
     checkpoint_every: int = _p(500, "steps between checkpoints")
     validate_every: int = _p(2000, "steps between validation passes")
     export_every: int = _p(0, "steps between exports to the registry format; 0 = only at the end")
+    val_crop: int = _p(256, "held-out images are centre-cropped to this size for validation")
     auto_rate: bool = _p(False, "after each validation, shift target_bpp / raise beta from the coded bpp at delta=1")
 
     @classmethod

@@ -86,8 +86,8 @@ class LossConfig:
 
     kind: str = "lambda"
     lmbda: float = 0.01
-    beta: float = 1.0
-    target_bpp: float = 0.5
+    beta: float | tf.Variable = 1.0          # variables let the auto-rate loop steer a traced step
+    target_bpp: float | tf.Variable = 0.5
     mse_weight: float = 1.0
     msssim_weight: float = 0.0
 

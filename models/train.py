@@ -38,7 +38,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--logical-cpus", type=int, default=0,
                    help="split the CPU into this many logical devices (tests the distributed path)")
     p.add_argument("--no-export", action="store_true", help="do not export to the registry format at the end")
+    p.add_argument("--export-dir", default=str(ROOT / "models" / "weights"), help="where exports are written")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--log-every", type=int, default=500, help="steps between plain-log lines")
     return p.parse_args(argv)
 
 
@@ -55,25 +57,26 @@ def _strategy(kind: str, logical_cpus: int):
     return tf.distribute.get_strategy()
 
 
-def save_state(model, step: int, path: Path, config: dict) -> None:
-    """Compact resume state: fp16 weights + step, written atomically."""
+def save_state(model, step: int, path: Path, config: dict, extra: dict | None = None) -> None:
+    """Compact resume state: fp16 weights + step (+ R_t, beta, validation history), written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"w{i:03d}": w.numpy().astype(np.float16) for i, w in enumerate(model.weights)}
     names = [w.name for w in model.weights]
-    meta = json.dumps({"step": int(step), "names": names, "config": config})
+    meta = json.dumps({"step": int(step), "names": names, "config": config, **(extra or {})})
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, meta=np.array(meta), **arrays)
     os.replace(tmp, path)
 
 
-def load_state(model, path: Path) -> int:
+def load_state(model, path: Path) -> dict:
+    """Assign the stored weights; returns the stored metadata (step, config, history...)."""
     with np.load(path) as f:
         meta = json.loads(str(f["meta"]))
         if len(meta["names"]) != len(model.weights):
             raise ValueError(f"{path}: {len(meta['names'])} tensors, model has {len(model.weights)}")
         for i, w in enumerate(model.weights):
             w.assign(f[f"w{i:03d}"].astype(w.dtype.as_numpy_dtype))
-    return int(meta["step"])
+    return meta
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,15 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     strategy = _strategy(args.strategy, args.logical_cpus)
     files = list_images(cfg.train_dir)
     train_files, val_files = split_holdout(files, cfg.holdout_every)
-    log.info("data: %d train, %d held out", len(train_files), len(val_files))
+    log.info("data: %d train, %d held out; %d replica(s)", len(train_files), len(val_files),
+             strategy.num_replicas_in_sync)
     sampler = CropSampler(train_files, cfg.patch, cfg.seed, progress=not args.no_progress)
     ds = strategy.experimental_distribute_dataset(dataset(sampler, cfg.batch))
 
-    loss_cfg = LossConfig(kind=cfg.loss, lmbda=cfg.lmbda, beta=cfg.beta, target_bpp=cfg.target_bpp,
-                          mse_weight=cfg.mse_weight, msssim_weight=cfg.msssim_weight)
+    # Plain (non-mirrored) variables: read by every replica, written only between steps.
+    # R_t and beta are variables, not constants, so the auto-rate loop can steer a traced step.
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    rt_var = tf.Variable(cfg.target_bpp, dtype=tf.float32, trainable=False, name="train_target")
+    beta_var = tf.Variable(cfg.beta, dtype=tf.float32, trainable=False, name="beta")
     with strategy.scope():
         model = Hyperprior(Widths(cfg.num_filters, cfg.latent_channels))
-        step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
         def lr_fn():
             s = tf.cast(step_var, tf.float32)
@@ -118,19 +124,27 @@ def main(argv: list[str] | None = None) -> int:
 
         opt_kw = {"global_clipnorm": cfg.clipnorm} if cfg.clipnorm else {}
         optimizer = tf.keras.optimizers.Adam(learning_rate=lr_fn, **opt_kw)
+    loss_cfg = LossConfig(kind=cfg.loss, lmbda=cfg.lmbda, beta=beta_var, target_bpp=rt_var,
+                          mse_weight=cfg.mse_weight, msssim_weight=cfg.msssim_weight)
 
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, rt=rt_var, beta=beta_var)
     manager = tf.train.CheckpointManager(ckpt, run_dir / "ckpt", max_to_keep=2)
     state_path = Path(args.state_dir) / f"{cfg.name}.npz"
+    history: list[dict] = []
+    if state_path.exists():
+        meta = load_state(model, state_path)
+        step_var.assign(meta["step"])
+        history = meta.get("history", [])
+        rt_var.assign(meta.get("train_target", cfg.target_bpp))
+        beta_var.assign(meta.get("beta", cfg.beta))
+        log.info("resumed committed state %s at step %d", state_path, int(step_var))
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint)
         log.info("resumed %s at step %d", manager.latest_checkpoint, int(step_var))
-    elif state_path.exists():
-        step_var.assign(load_state(model, state_path))
-        log.info("resumed committed state %s at step %d", state_path, int(step_var))
-    elif cfg.init_from:
+    elif not state_path.exists() and cfg.init_from:
         load_state(model, ROOT / cfg.init_from)
         log.info("initialised from %s", cfg.init_from)
+    wall = {"seconds": float(history[-1].get("wall_seconds", 0.0)) if history else 0.0}
 
     replicas = strategy.num_replicas_in_sync
 
@@ -147,17 +161,30 @@ def main(argv: list[str] | None = None) -> int:
         per = strategy.run(one, args=(x,))
         return [strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for v in per]
 
-    val_images = [np.asarray(_center_crop(f, 256), np.float32)[None] / 255.0 for f in val_files]
+    val_uint8 = [_center_crop(f, cfg.val_crop) for f in val_files]
 
     def validate(step: int) -> dict:
-        bpps, psnrs = [], []
-        for x in val_images:
-            out = model(tf.constant(x), training=False)
+        from models.validate import adjust, coded_stats
+        bpps = []
+        for img in val_uint8:
+            out = model(tf.constant(img[None].astype(np.float32) / 255.0), training=False)
             bpps.append(float(out["bpp"]))
-            psnrs.append(10 * np.log10(255.0 ** 2 / max(float(out["mse"]), 1e-9)))
-        res = {"step": step, "val_est_bpp": float(np.mean(bpps)), "val_psnr": float(np.mean(psnrs))}
+        stats = coded_stats(model, val_uint8)
+        res = {"step": step, "val_est_bpp": float(np.mean(bpps)), **stats.as_dict(),
+               "train_target": float(rt_var.numpy()), "beta": float(beta_var.numpy()),
+               "wall_seconds": round(wall["seconds"] + time.time() - t0, 1)}
+        if cfg.auto_rate and cfg.loss == "guerin":
+            new_rt, new_beta, why = adjust(float(rt_var.numpy()), float(beta_var.numpy()), cfg.target_bpp, stats)
+            rt_var.assign(new_rt)
+            beta_var.assign(new_beta)
+            res["adjust"] = f"{why}: R_t -> {new_rt:.4f}, beta -> {new_beta:.1f}"
+        history.append(res)
         log.info("validate %s", json.dumps(res))
         return res
+
+    def state_extra() -> dict:
+        return {"history": history, "train_target": float(rt_var.numpy()), "beta": float(beta_var.numpy()),
+                "wall_seconds": round(wall["seconds"] + time.time() - t0, 1)}
 
     writer = tf.summary.create_file_writer(str(run_dir / "tb"))
     end = cfg.steps if not args.max_steps else min(cfg.steps, int(step_var) + args.max_steps)
@@ -166,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                mininterval=5)
     it = iter(ds)
     t0, s0 = time.time(), int(step_var)
-    ema = None
+    ema, window = None, []
     while int(step_var) < end:
         loss, bpp, mse = train_step(next(it))
         step_var.assign_add(1)
@@ -179,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             raise FloatingPointError("non-finite loss and no checkpoint to restore")
         ema = vals if ema is None else 0.99 * ema + 0.01 * vals
+        window.append(vals)
         bar.update(1)
         if step % 50 == 0:
             psnr = 10 * np.log10(255.0 ** 2 / ema[2])
@@ -186,23 +214,26 @@ def main(argv: list[str] | None = None) -> int:
             with writer.as_default(step=step):
                 tf.summary.scalar("loss", ema[0]); tf.summary.scalar("bpp", ema[1])
                 tf.summary.scalar("psnr", psnr); tf.summary.scalar("lr", lr_fn())
-        if step % 500 == 0:
+        if step % args.log_every == 0:
             rate = (step - s0) / (time.time() - t0)
-            log.info("step %d loss %.4f bpp %.4f psnr %.2f (%.2f steps/s)", step, ema[0], ema[1],
-                     10 * np.log10(255.0 ** 2 / ema[2]), rate)
-        if step % cfg.checkpoint_every == 0 or step == end:
-            manager.save(checkpoint_number=step)
-            save_state(model, step, state_path, cfg.__dict__)
+            mean = np.mean(window, axis=0)
+            window.clear()
+            log.info("step %d loss %.4f bpp %.4f psnr %.2f (%.2f steps/s)", step, mean[0], mean[1],
+                     10 * np.log10(255.0 ** 2 / mean[2]), rate)
         if step % cfg.validate_every == 0 or step == end:
             res = validate(step)
             with writer.as_default(step=step):
-                tf.summary.scalar("val_est_bpp", res["val_est_bpp"])
-                tf.summary.scalar("val_psnr", res["val_psnr"])
+                for k in ("val_est_bpp", "coded_bpp_mean", "coded_psnr", "train_target", "beta"):
+                    tf.summary.scalar(k, res[k])
+        if step % cfg.checkpoint_every == 0 or step == end:
+            manager.save(checkpoint_number=step)
+            save_state(model, step, state_path, cfg.__dict__, state_extra())
         if cfg.export_every and step % cfg.export_every == 0:
-            _export(model, cfg, step, log)
+            _export(model, cfg, step, log, args.export_dir)
     bar.close()
+    log.info("stopped at step %d (%.2f steps/s this run)", int(step_var), (int(step_var) - s0) / max(time.time() - t0, 1e-9))
     if not args.no_export and int(step_var) >= end:
-        _export(model, cfg, int(step_var), log)
+        _export(model, cfg, int(step_var), log, args.export_dir)
     return 0
 
 
@@ -215,9 +246,9 @@ def _center_crop(path: Path, size: int) -> np.ndarray:
     return img[y:y + s, x:x + s]
 
 
-def _export(model, cfg, step: int, log) -> None:
+def _export(model, cfg, step: int, log, out_dir: str) -> None:
     from models.export import export
-    path = export(model, cfg.name, extra={"step": step, "config": cfg.__dict__})
+    path = export(model, cfg.name, extra={"step": step, "trained": True, "config": cfg.__dict__}, out_dir=Path(out_dir))
     log.info("exported step %d to %s", step, path)
 
 

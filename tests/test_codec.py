@@ -86,3 +86,15 @@ def test_parse_is_identical_across_runtime_configs(encoder, tiny_registry, tmp_p
     assert len(hashes) == 1
     ref = results[0][1]
     assert max(np.abs(img - ref).max() for _, img in results) <= 1
+
+
+def test_tiled_analysis_matches_untiled(encoder):
+    """Analysis tiles (with halo) give the untiled y; without a halo they would not."""
+    entry = encoder.models.distinct_entries()[0]
+    m = encoder.models.encoder_model(entry)
+    rgb = np.random.default_rng(5).integers(0, 256, (320, 448, 3), dtype=np.uint8)
+    whole = m.transform(rgb, tile=4096)
+    tiled = m.transform(rgb, tile=128, halo=64)
+    no_halo = m.transform(rgb, tile=128, halo=0)
+    assert np.abs(whole - tiled).max() < 1e-4
+    assert np.abs(whole - no_halo).max() > 1e-3

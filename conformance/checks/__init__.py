@@ -1,0 +1,1 @@
+"""One module per check; each exposes `check(ctx) -> CheckResult` plus the pure pieces its tests drive."""

@@ -1,0 +1,87 @@
+"""Small helpers shared by the checks: paths, image maths, subprocess environments.
+
+Kept free of TensorFlow imports so that `python -m conformance --help` and the
+robustness worker's stand-ins start fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+KODAK = ROOT.parent / "shared" / "data" / "kodak"
+GOLDEN_DIR = Path(__file__).resolve().parent / "streams"
+
+
+def sha16(data: bytes) -> str:
+    """Short content id used in reports (collisions are irrelevant at this scale)."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def pixels_sha16(rgb: np.ndarray) -> str:
+    """Hash of the pixel values and shape, independent of how the PNG was compressed."""
+    a = np.ascontiguousarray(rgb, np.uint8)
+    return sha16(repr(a.shape).encode() + a.tobytes())
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """RGB PSNR over all channels, peak 255; inf when identical."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> int:
+    if a.shape != b.shape:
+        return 255
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max(initial=0))
+
+
+def fmt_db(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return "identical" if math.isinf(x) else f"{x:.2f}"
+
+
+def json_safe(x):
+    """inf/nan are not JSON: write them as strings so report.json stays strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return "inf" if x > 0 else ("-inf" if x < 0 else "nan")
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return json_safe(float(x))
+    return x
+
+
+def child_env(extra: dict[str, str] | None = None, drop: Iterable[str] = ()) -> dict[str, str]:
+    """Environment for a child python: repo on PYTHONPATH, quiet TF, plus overrides."""
+    env = dict(os.environ)
+    for k in drop:
+        env.pop(k, None)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env.update(extra or {})
+    return env
+
+
+def python() -> str:
+    return sys.executable
+
+
+def load_png(path: str | os.PathLike) -> np.ndarray:
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)

@@ -1,0 +1,195 @@
+"""Runs the checks in order over one shared context (images, encoded streams, decode runs).
+
+Streams are encoded once, in this process, by the real encoder API and written
+to REPORT/streams/<image>_<rate code>.bit (the CLI's naming); every later check
+works from those files, so what is measured is what would be submitted.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from conformance.common import GOLDEN_DIR, KODAK
+from conformance.report import CheckResult
+
+CHECKS = ("rate", "determinism", "parity", "golden", "robustness")
+
+
+@dataclass
+class Options:
+    """Everything the CLI can set; the defaults are the full (non-quick) run."""
+
+    images_dir: Path
+    targets: list[float]
+    report_dir: Path
+    registry: str | None = None
+    exclusions: Path | None = None
+    quick: bool = False
+    checks: tuple[str, ...] = CHECKS
+    seed: int = 0
+    cases: int | None = None            # robustness cases (None: 300, or 80 with --quick)
+    case_timeout: float = 30.0          # seconds per robustness case
+    mem_limit_gb: float = 4.0           # RLIMIT_AS for every decoder child
+    golden_dir: Path = GOLDEN_DIR
+    kodak_dir: Path = KODAK
+    keep_work: bool = False
+    progress: bool = True
+
+
+@dataclass
+class SourceImage:
+    name: str           # file name, as reported
+    stem: str
+    path: Path
+    rgb: np.ndarray | None
+    error: str = ""
+
+
+@dataclass
+class StreamRec:
+    """One (image, target) pair after encoding."""
+
+    image: str
+    stem: str
+    target: float
+    path: Path | None
+    width: int
+    height: int
+    status: str                     # ok | unreachable | error
+    encoder_bpp: float = float("nan")
+    model: str = ""
+    delta_code: int = -1
+    lo: float | None = None         # achievable range, when unreachable
+    hi: float | None = None
+    error: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path else f"{self.stem}@{self.target:.2f}"
+
+
+@dataclass
+class Context:
+    opts: Options
+    registry: object                       # models.weights.Registry
+    images: list[SourceImage]
+    work: Path
+    streams: list[StreamRec] = field(default_factory=list)
+    cache: dict = field(default_factory=dict)   # shared between checks (e.g. decode runs)
+    _encoder: object = None
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from encoder.api import Encoder
+            self._encoder = Encoder(self.opts.registry)
+        return self._encoder
+
+    @property
+    def streams_dir(self) -> Path:
+        return self.opts.report_dir / "streams"
+
+    def bar(self, total: int, desc: str):
+        from tqdm import tqdm
+        return tqdm(total=total, desc=desc, unit="item", file=sys.stderr, disable=not self.opts.progress,
+                    leave=True, dynamic_ncols=True, mininterval=0.5)
+
+    def decodable(self) -> list[StreamRec]:
+        """Streams that exist on disk (in-band or best-effort), in a stable order."""
+        return [s for s in self.streams if s.path is not None and s.path.is_file()]
+
+
+def load_images(images_dir: Path) -> list[SourceImage]:
+    from encoder.imageio import InputError, image_paths, load_rgb8
+    out = []
+    for p in image_paths(images_dir):
+        try:
+            out.append(SourceImage(p.name, p.stem, p, load_rgb8(p)))
+        except InputError as e:
+            out.append(SourceImage(p.name, p.stem, p, None, str(e)))
+    return out
+
+
+def encode_all(ctx: Context) -> None:
+    """Every image at every target through Encoder.encode; unreachable pairs keep the closest stream."""
+    from decoder.pngio import write_bytes_atomic
+    from models.targets import rate_code
+    from rate_control.search import Unreachable
+    ctx.streams_dir.mkdir(parents=True, exist_ok=True)
+    for old in ctx.streams_dir.glob("*.bit"):
+        old.unlink()
+    bar = ctx.bar(len(ctx.images) * len(ctx.opts.targets), "encode")
+    for img in ctx.images:
+        for t in ctx.opts.targets:
+            if img.rgb is None:
+                ctx.streams.append(StreamRec(img.name, img.stem, t, None, 0, 0, "error", error=img.error))
+                bar.update(1)
+                continue
+            h, w = img.rgb.shape[:2]
+            rec = StreamRec(img.name, img.stem, t, ctx.streams_dir / f"{img.stem}_{rate_code(t)}.bit", w, h, "ok")
+            try:
+                c = ctx.encoder.encode(img.rgb, t, best_effort=False)
+            except Unreachable as e:
+                c, rec.status, rec.lo, rec.hi = e.best, "unreachable", e.lo, e.hi
+            except Exception as e:  # noqa: BLE001 - reported per pair, the run goes on
+                rec.status, rec.error, rec.path = "error", f"{type(e).__name__}: {e}".splitlines()[0], None
+                ctx.streams.append(rec)
+                bar.update(1)
+                continue
+            write_bytes_atomic(rec.path, c.data)
+            rec.encoder_bpp, rec.model, rec.delta_code = c.bpp, c.model, c.delta_code
+            ctx.streams.append(rec)
+            bar.set_postfix_str(f"{img.stem} {c.bpp:.3f}/{t:.2f}")
+            bar.update(1)
+    bar.close()
+
+
+def _check_fn(name: str) -> Callable[[Context], CheckResult]:
+    from conformance.checks import determinism, golden, parity, rate, robustness
+    return {"rate": rate.check, "determinism": determinism.check, "parity": parity.check,
+            "golden": golden.check, "robustness": robustness.check}[name]
+
+
+def run(opts: Options) -> tuple[list[CheckResult], dict]:
+    """All requested checks; returns the results and the report's metadata."""
+    from models.weights import load_registry, registry_path
+    from decoder.runtime import configure
+    t0 = time.perf_counter()
+    configure()
+    registry = load_registry(opts.registry)
+    opts.report_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="work.", dir=opts.report_dir))
+    ctx = Context(opts, registry, load_images(opts.images_dir), work)
+    meta = {"command": " ".join(sys.argv) if sys.argv else "", "images_dir": str(opts.images_dir),
+            "images": len(ctx.images), "targets": ", ".join(f"{t:.2f}" for t in opts.targets),
+            "registry": str(registry_path(opts.registry)),
+            "models": {str(e.target_index): f"{e.name} {e.hash}" for e in registry.entries},
+            "mode": "quick" if opts.quick else "full", "seed": opts.seed}
+    results: list[CheckResult] = []
+    try:
+        if any(c in opts.checks for c in ("rate", "determinism", "parity")):
+            encode_all(ctx)
+        for name in CHECKS:
+            if name not in opts.checks:
+                continue
+            t1 = time.perf_counter()
+            try:
+                r = _check_fn(name)(ctx)
+            except Exception as e:  # noqa: BLE001 - a broken check is a failed check, never a pass
+                r = CheckResult(name, False, f"check raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                r.fail(r.summary)
+            r.seconds = time.perf_counter() - t1
+            results.append(r)
+    finally:
+        if not opts.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+    meta["seconds"] = round(time.perf_counter() - t0, 1)
+    return results, meta
