@@ -49,10 +49,11 @@ def latent_shapes(width: int, height: int, latent_channels: int, hyper_channels:
     return ((hp // Y_STRIDE, wp // Y_STRIDE, latent_channels), (hp // Z_STRIDE, wp // Z_STRIDE, hyper_channels))
 
 
-def estimated_peak_bytes(width: int, height: int) -> int:
-    """Rough bound used in docs and the memory test: image buffers + latents + one tile."""
-    tile_px = ((TILE_LATENTS + 2 * HALO_LATENTS) * Y_STRIDE) ** 2
-    return 40 * width * height + 64 * 4 * tile_px // 4 * 4
+def estimated_peak_bytes(width: int, height: int, num_filters: int = 128) -> int:
+    """Rough bound: whole-image buffers (~40 B/px: float image, uint8 copy, latents,
+    indexes) plus a few activations of one synthesis tile at half resolution."""
+    side = (TILE_LATENTS + 2 * HALO_LATENTS) * Y_STRIDE
+    return 40 * width * height + 4 * (side // 2) ** 2 * num_filters * 4
 
 
 class ModelCache:
@@ -120,10 +121,16 @@ def parse(data: bytes, models: ModelCache, limits: Limits = Limits()) -> Parsed:
     return Parsed(header, z_hat, mu_q, idx, symbols)
 
 
+def dequantize_symbols(symbols: np.ndarray, mu_q: np.ndarray, delta_code: int) -> np.ndarray:
+    """y_hat = s * delta + mu; shared with the encoder so its reconstruction is the decoder's."""
+    mu = mu_q.astype(np.float32) / np.float32(1 << S.Q)
+    # A crafted stream can carry huge overflow-coded symbols; clamp so the float stage stays finite.
+    s = np.clip(symbols, -(1 << 15), 1 << 15).astype(np.float32)
+    return s * np.float32(S.delta(delta_code)) + mu
+
+
 def dequantize(parsed: Parsed) -> np.ndarray:
-    delta = np.float32(S.delta(parsed.header.delta_code))
-    mu = parsed.mu_q.astype(np.float32) / np.float32(1 << S.Q)
-    return parsed.symbols.astype(np.float32) * delta + mu
+    return dequantize_symbols(parsed.symbols, parsed.mu_q, parsed.header.delta_code)
 
 
 _SYNTH_FNS: dict[int, object] = {}
@@ -157,7 +164,8 @@ def synthesize(synthesis, y_hat: np.ndarray, tile: int = TILE_LATENTS, halo: int
 
 
 def to_uint8(x: np.ndarray, width: int, height: int) -> np.ndarray:
-    return np.clip(np.round(x[:height, :width] * 255.0), 0, 255).astype(np.uint8)
+    x = np.nan_to_num(x[:height, :width], nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
 def decode_bytes(data: bytes, models: ModelCache | None = None, limits: Limits = Limits()) -> np.ndarray:

@@ -42,18 +42,25 @@ def _output_folder(argv: list[str]) -> str | None:
     return os.path.dirname(out)  # single file: its folder; --dir OUT not yet made: OUT's parent
 
 
+def _fail(msg: str) -> int:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+    return 2
+
+
 def main() -> int:
     argv = sys.argv[1:]
     tmp = next((d for d in (os.environ.get("TMPDIR"), "/tmp", "/dev/shm") if _writable(d)), None)
     private = None
-    if tmp is None and not any(a in ("-h", "--help") for a in argv):
+    if not any(a in ("-h", "--help") for a in argv):
         out = _output_folder(argv)
-        if not _writable(out):
-            print(f"{PROG}: error: no writable temporary folder ($TMPDIR, /tmp, /dev/shm) and the output folder "
-                  f"{out or '(none given)'} is not writable: mount a writable output folder or add --tmpfs /tmp",
-                  file=sys.stderr)
-            return 2
-        tmp = private = tempfile.mkdtemp(prefix=".ratelock-tmp.", dir=out)
+        if out and os.path.isdir(out) and not _writable(out):
+            return _fail(f"output folder {out} is not writable by uid {os.getuid()} (PNGs are written there via a "
+                         f"temp file): mount it writable, e.g. -v \"$PWD/out:{out}\" --user \"$(id -u):$(id -g)\"")
+        if tmp is None:
+            if not _writable(out):
+                return _fail(f"no writable temporary folder ($TMPDIR, /tmp, /dev/shm) and the output folder "
+                             f"{out or '(none given)'} is not writable: mount a writable output folder or add --tmpfs /tmp")
+            tmp = private = tempfile.mkdtemp(prefix=".ratelock-tmp.", dir=out)
     if tmp:
         os.environ["TMPDIR"] = tmp
         tempfile.tempdir = tmp

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from decoder import bitstream as B
-from decoder.decode import ModelCache, synthesize, to_uint8
+from decoder.decode import ModelCache, dequantize_symbols, synthesize, to_uint8
 from models import coding
 from models import scale_table as S
 from models.intnet import Z_MAX
@@ -103,7 +103,7 @@ class Analysed:
     def reconstruct(self, delta_code: int) -> np.ndarray:
         """What the decoder will output for this delta (used to compare candidates' quality)."""
         s, _ = self.symbols(delta_code)
-        y_hat = s.astype(np.float32) * np.float32(S.delta(delta_code)) + self.mu_q.astype(np.float32) / np.float32(1 << S.Q)
+        y_hat = dequantize_symbols(s, self.mu_q, delta_code)
         return to_uint8(synthesize(self.model.dec.synthesis, y_hat), self.width, self.height)
 
 

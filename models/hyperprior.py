@@ -1,8 +1,11 @@
 """Mean-scale hyperprior (Minnen et al. 2018, no context model), training side.
 
-Training uses additive uniform noise for the rate terms and straight-through
-rounding for what the synthesis and hyper-synthesis see, so the decoder's
-inputs at training time are the same integers it gets at inference.
+Training uses additive uniform noise for the rate terms. What the synthesis and
+hyper-synthesis see is either the noisy latents ('noise', the usual choice from
+scratch: at initialisation |y| << 0.5, so rounding would pass almost no signal
+to the synthesis) or straight-through rounding ('ste', "mixed" quantisation:
+the decoder's inputs are then the same integers it gets at inference; used when
+fine-tuning per-target models).
 The exported codec (models/weights.py) replaces the hyper-synthesis by an
 integer network and the priors by stored CDF tables.
 """
@@ -35,9 +38,12 @@ def _ste_round(x: tf.Tensor) -> tf.Tensor:
 class Hyperprior(tf.keras.Model):
     """The full model; `call` returns bpp, MSE (0..255 scale) and MS-SSIM."""
 
-    def __init__(self, widths: Widths):
+    def __init__(self, widths: Widths, quantization: str = "noise"):
         super().__init__(name="hyperprior")
+        if quantization not in ("noise", "ste"):
+            raise ValueError(f"quantization must be 'noise' or 'ste', got {quantization!r}")
         self.widths = widths
+        self.quantization = quantization
         n, m = widths.num_filters, widths.latent_channels
         self.analysis = T.AnalysisTransform(n, m)
         self.synthesis = T.SynthesisTransform(n)
@@ -62,10 +68,11 @@ class Hyperprior(tf.keras.Model):
         y = self.analysis(x)
         z = self.hyper_analysis(y)
         z_noisy = z + tf.random.uniform(tf.shape(z), -0.5, 0.5)
-        z_hat = _ste_round(z)
+        ste = self.quantization == "ste" or not training
+        z_hat = _ste_round(z) if ste else z_noisy
         mu, sigma = self.split_hyper(self.hyper_synthesis(z_hat))
         y_noisy = y + tf.random.uniform(tf.shape(y), -0.5, 0.5)
-        y_hat = mu + _ste_round(y - mu)
+        y_hat = mu + _ste_round(y - mu) if ste else y_noisy
         bits_z = -tf.reduce_sum(self.z_prior.log_prob(z_noisy)) / tf.math.log(2.0)
         y_dist = tfc.NoisyNormal(loc=mu, scale=sigma)
         bits_y = -tf.reduce_sum(y_dist.log_prob(y_noisy)) / tf.math.log(2.0)

@@ -57,6 +57,32 @@ def _strategy(kind: str, logical_cpus: int):
     return tf.distribute.get_strategy()
 
 
+class StepSchedule:
+    """Warm-up then 10x drops, driven by our step counter, not the optimiser's.
+
+    A schedule object (not a plain callable) is required: Keras 2.14's optimiser
+    evaluates a plain callable once and freezes it (measured here: the first
+    1,250 steps of the base model ran at the step-0 warm-up rate, 6e-7). Our own
+    counter also survives a resume from the committed state, where Adam's
+    iteration count restarts at 0.
+    """
+
+    def __new__(cls, cfg, step_var):
+        import tensorflow as tf
+
+        class _Schedule(tf.keras.optimizers.schedules.LearningRateSchedule):
+            def __call__(self, _):
+                s = tf.cast(step_var, tf.float32)
+                lr = cfg.lr * tf.minimum(1.0, (s + 1) / max(1, cfg.warmup_steps))
+                for frac in cfg.lr_decay_at:
+                    lr = tf.where(s >= frac * cfg.steps, lr * 0.1, lr)
+                return lr
+
+            def get_config(self):
+                return {}
+        return _Schedule()
+
+
 def save_state(model, step: int, path: Path, config: dict, extra: dict | None = None) -> None:
     """Compact resume state: fp16 weights + step (+ R_t, beta, validation history), written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,17 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     rt_var = tf.Variable(cfg.target_bpp, dtype=tf.float32, trainable=False, name="train_target")
     beta_var = tf.Variable(cfg.beta, dtype=tf.float32, trainable=False, name="beta")
     with strategy.scope():
-        model = Hyperprior(Widths(cfg.num_filters, cfg.latent_channels))
-
-        def lr_fn():
-            s = tf.cast(step_var, tf.float32)
-            lr = cfg.lr * tf.minimum(1.0, (s + 1) / max(1, cfg.warmup_steps))
-            for frac in cfg.lr_decay_at:
-                lr = tf.where(s >= frac * cfg.steps, lr * 0.1, lr)
-            return lr
+        model = Hyperprior(Widths(cfg.num_filters, cfg.latent_channels), cfg.quantization)
 
         opt_kw = {"global_clipnorm": cfg.clipnorm} if cfg.clipnorm else {}
-        optimizer = tf.keras.optimizers.Adam(learning_rate=lr_fn, **opt_kw)
+        optimizer = tf.keras.optimizers.Adam(learning_rate=StepSchedule(cfg, step_var), **opt_kw)
     loss_cfg = LossConfig(kind=cfg.loss, lmbda=cfg.lmbda, beta=beta_var, target_bpp=rt_var,
                           mse_weight=cfg.mse_weight, msssim_weight=cfg.msssim_weight)
 
@@ -213,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix(loss=f"{ema[0]:.3f}", bpp=f"{ema[1]:.3f}", psnr=f"{psnr:.2f}")
             with writer.as_default(step=step):
                 tf.summary.scalar("loss", ema[0]); tf.summary.scalar("bpp", ema[1])
-                tf.summary.scalar("psnr", psnr); tf.summary.scalar("lr", lr_fn())
+                tf.summary.scalar("psnr", psnr); tf.summary.scalar("lr", optimizer.learning_rate)
         if step % args.log_every == 0:
             rate = (step - s0) / (time.time() - t0)
             mean = np.mean(window, axis=0)

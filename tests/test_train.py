@@ -77,3 +77,27 @@ def test_auto_rate_moves_target_toward_coded_rate():
     wide = CodedStats([0.2, 0.5, 0.8], [30, 30, 30])
     rt, beta, why = adjust(0.5, 100.0, 0.5, wide)
     assert beta == 200.0 and "spread" in why
+
+
+def test_learning_rate_follows_schedule_inside_tf_function():
+    """Regression: Keras froze a plain-callable learning rate at its step-0 warm-up value."""
+    import tensorflow as tf
+    from models.config import TrainConfig
+    from models.train import StepSchedule
+    cfg = TrainConfig(lr=1e-3, warmup_steps=100, steps=1000, lr_decay_at=[0.5])
+    step = tf.Variable(0, dtype=tf.int64)
+    opt = tf.keras.optimizers.Adam(learning_rate=StepSchedule(cfg, step))
+    v = tf.Variable(1.0)
+
+    @tf.function
+    def train():
+        with tf.GradientTape() as t:
+            loss = v * v
+        opt.apply_gradients([(t.gradient(loss, v), v)])
+        return opt.learning_rate
+
+    seen = []
+    for s in (0, 99, 400, 600):
+        step.assign(s)
+        seen.append(float(train()))
+    assert seen == pytest.approx([1e-5, 1e-3, 1e-3, 1e-4], rel=1e-5)

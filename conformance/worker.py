@@ -1,0 +1,137 @@
+"""Long-lived robustness worker: runs the decoder's main() in-process, one case per request.
+
+  python -m conformance.worker [--decoder-main decoder.__main__:main] [--mem-limit-gb 4] [--warm]
+
+Protocol: one JSON object per line on stdin ({"id", "argv", "timeout"}), one
+JSON reply per line on the original stdout ({"id", "rc", "stdout", "stderr",
+"seconds", "timed_out", "escaped"}). File descriptor 1 is pointed at stderr
+after start-up so that nothing a library prints can corrupt the protocol.
+
+Why in-process: TensorFlow start-up costs seconds, so hundreds of cases in
+separate processes would take minutes; the parent still runs a handful of
+cases through the real CLI. Memory is capped with RLIMIT_AS before anything
+is imported; each case has a SIGALRM timeout (the parent also enforces a hard
+one, since an alarm cannot interrupt a stuck C++ op). If this process dies by
+a signal, the parent reports the case that was running.
+
+With --share-models (the default for the real decoder) the decoder's
+ModelCache is made a per-registry singleton, so a model is loaded once per
+worker instead of once per case; the decode path itself is unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import json
+import os
+import resource
+import signal
+import sys
+import time
+
+
+class CaseTimeout(BaseException):
+    """Raised by SIGALRM; a BaseException so the decoder's `except Exception` cannot swallow it."""
+
+
+_expired = False
+REARM_S = 0.25
+
+
+def _alarm(signum, frame):
+    # TensorFlow's tracing (AutoGraph) swallows exceptions raised inside it, so once expired
+    # the alarm re-arms itself and raises again until the exception gets through.
+    global _expired
+    _expired = True
+    signal.setitimer(signal.ITIMER_REAL, REARM_S)
+    raise CaseTimeout()
+
+
+def set_memory_limit(gb: float) -> None:
+    if gb > 0:
+        n = int(gb * (1 << 30))
+        resource.setrlimit(resource.RLIMIT_AS, (n, n))
+
+
+def load_callable(spec: str):
+    mod, _, fn = spec.partition(":")
+    return getattr(importlib.import_module(mod), fn or "main")
+
+
+def _share_models() -> None:
+    from decoder import decode as D
+    original, shared = D.ModelCache, {}
+
+    def cached(registry=None):
+        key = str(registry)
+        if key not in shared:
+            shared[key] = original(registry)
+        return shared[key]
+    D.ModelCache = cached
+
+
+def run_case(fn, argv: list[str], timeout: float) -> dict:
+    """One call of the decoder's main(); a timeout is reported even if something swallowed the alarm."""
+    global _expired
+    out, err = io.StringIO(), io.StringIO()
+    rc, escaped = None, None
+    _expired = False
+    t0 = time.perf_counter()
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                rc = fn(argv)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except CaseTimeout:
+        pass
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException as e:  # noqa: BLE001 - recorded: main() must never raise
+        escaped = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    seconds = time.perf_counter() - t0
+    timed_out = _expired or seconds > timeout
+    return {"rc": rc if isinstance(rc, int) or rc is None else 1, "stdout": out.getvalue()[-2000:],
+            "stderr": err.getvalue()[-4000:], "seconds": round(seconds, 4),
+            "timed_out": timed_out, "escaped": None if timed_out else escaped}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m conformance.worker", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--decoder-main", default="decoder.__main__:main",
+                   help="module:function called with the decoder's argv (tests pass stand-ins)")
+    p.add_argument("--mem-limit-gb", type=float, default=4.0, help="RLIMIT_AS for this process (0 = none)")
+    p.add_argument("--warm", action="store_true", help="import TensorFlow and the decoder before reporting ready")
+    p.add_argument("--no-share-models", action="store_true", help="let every case load its models afresh")
+    args = p.parse_args(argv)
+    set_memory_limit(args.mem_limit_gb)
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    fn = load_callable(args.decoder_main)
+    if args.warm:
+        from decoder.runtime import configure
+        configure()
+        import decoder.decode  # noqa: F401
+        import decoder.pngio  # noqa: F401
+        if not args.no_share_models:
+            _share_models()
+    signal.signal(signal.SIGALRM, _alarm)
+    proto.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        res = run_case(fn, list(req["argv"]), float(req.get("timeout", 30)))
+        res["id"] = req.get("id")
+        proto.write(json.dumps(res) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,727 @@
+"""Speed and memory benchmark: ratelock vs JPEG 2000 and HEVC intra on one machine.
+
+    python -m evaluation.bench [--sizes 768x512,1920x1080,3840x2160] [--runs 3]
+                               [--registry PATH] [--out OUTDIR] [--skip-anchors] [--include-8k]
+
+Every operation runs in its own fresh process (`evaluation.bench_worker`), so
+its peak RSS (ru_maxrss) and its start-up are its own. Inside a worker the
+operation runs `--runs` times after a tiny warm-up (model load + tf.function
+trace) and the median is reported. Test images are made on the fly from Kodak
+(768x512: kodim23; larger sizes: a mosaic of Kodak images) in a temporary
+folder that is deleted afterwards. See evaluation/BENCH.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+KODAK = ROOT.parent / "shared" / "data" / "kodak"
+DEFAULT_SIZES = "768x512,1920x1080,3840x2160"
+SIZE_8K = (7680, 4320)
+ANCHORS = ("jpeg2000", "hevc")
+GOAL_DECODE_S = 1.0            # 768x512 decode, start-up excluded
+GOAL_SEARCH_RATIO = 2.0        # rate-search encode <= 2x fixed-step encode
+GOAL_RSS_BYTES = 4e9           # 3840x2160 encode and decode peak RSS <= 4 GB
+MIB = 1 << 20
+
+
+class BenchError(Exception):
+    """Bad input or a failed worker: one line for the user."""
+
+
+# --------------------------------------------------------------------------- arguments
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise BenchError(f"bad size {text!r}: expected WIDTHxHEIGHT, e.g. 1920x1080") from None
+    if not (1 <= w <= 65536 and 1 <= h <= 65536):
+        raise BenchError(f"bad size {text!r}: sides must be 1..65536")
+    return w, h
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m evaluation.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma list of WxH (default {DEFAULT_SIZES})")
+    p.add_argument("--runs", type=int, default=3, help="timed runs per operation; medians are reported (default 3)")
+    p.add_argument("--registry", default=None,
+                   help="model registry YAML (default: $RATELOCK_REGISTRY or models/registry.yaml; when it does "
+                        "not exist, untrained full-width development models are built and used, with a note)")
+    p.add_argument("--out", default=str(ROOT / "runs" / "bench"), help="output folder for bench.csv, "
+                   "results.json, table.txt (default runs/bench)")
+    p.add_argument("--skip-anchors", action="store_true", help="do not run JPEG 2000 / HEVC")
+    p.add_argument("--include-8k", action="store_true",
+                   help="also decode a 7680x4320 image (decode only: time and peak RSS; the stream is made by one "
+                        "fixed-step encode, reported for information)")
+    p.add_argument("--runs-8k", type=int, default=1, help="timed 8K decode runs (default 1)")
+    p.add_argument("--target", type=float, default=0.25, help="bpp target of the rate-search encode (default 0.25)")
+    p.add_argument("--hevc-qp", type=int, default=32, help="x265 QP of the HEVC anchor (default 32)")
+    p.add_argument("--kodak", default=str(KODAK), help="Kodak folder (default ../shared/data/kodak)")
+    p.add_argument("--image", default="kodim23.png", help="the 768x512 image, first tile of larger mosaics")
+    p.add_argument("--dev-models", type=int, default=1, choices=(1, 2, 4, 8),
+                   help="number of distinct untrained models in the development registry used when no registry "
+                        "exists (default 1: one model for all targets; 8: one per target, as planned)")
+    p.add_argument("--dev-dir", default=None, help="where development models are built / reused "
+                   "(default $TMPDIR/ratelock_bench_models_K)")
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow threads in the decode workers (0 = default)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per worker process (default 3600)")
+    p.add_argument("--inprocess", action="store_true",
+                   help="run operations in this process (tests / debugging): peak RSS is then NOT per operation")
+    p.add_argument("--keep-images", action="store_true", help="keep the generated images and streams")
+    a = p.parse_args(argv)
+    a.size_list = [parse_size(s) for s in a.sizes.split(",") if s.strip()]
+    if not a.size_list:
+        raise BenchError("--sizes is empty")
+    if a.runs < 1 or a.runs_8k < 1:
+        raise BenchError("--runs must be >= 1")
+    return a
+
+
+# --------------------------------------------------------------------------- images
+
+def _load_png(path: Path):
+    import numpy as np
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def make_image(width: int, height: int, kodak: Path, first: str):
+    """HxWx3 uint8: `first` (768x512) at the top-left, then other landscape Kodak images, tiled and cropped.
+
+    A mosaic of real photographs keeps the texture statistics of Kodak at any
+    size (an upscaled image would be unrealistically smooth and cheap to code).
+    Without Kodak, a synthetic smooth image with mild noise is used.
+    """
+    import numpy as np
+    files = sorted(kodak.glob("kodim*.png")) if kodak.is_dir() else []
+    if not files:
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        base = 128 + 60 * np.sin(xx / 97.0)[..., None] * np.cos(yy / 53.0)[..., None] * np.array([1, .7, .4])
+        noise = np.random.default_rng(0).normal(0, 6, (height, width, 3))
+        return np.clip(base + noise, 0, 255).astype(np.uint8)
+    order = [kodak / first] + [f for f in files if f.name != first]
+    tiles = []
+    for f in order:
+        img = _load_png(f)
+        if img.shape[:2] == (512, 768):
+            tiles.append(img)
+    th, tw = tiles[0].shape[:2]
+    rows, cols = math.ceil(height / th), math.ceil(width / tw)
+    out = np.empty((rows * th, cols * tw, 3), np.uint8)
+    k = 0
+    for r in range(rows):
+        for c in range(cols):
+            out[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tiles[k % len(tiles)]
+            k += 1
+    return np.ascontiguousarray(out[:height, :width])
+
+
+# --------------------------------------------------------------------------- registry
+
+def resolve_registry(args: argparse.Namespace, notes: list[str]) -> Path:
+    explicit = args.registry or os.environ.get("RATELOCK_REGISTRY")
+    path = Path(explicit) if explicit else ROOT / "models" / "registry.yaml"
+    if path.is_file():
+        return path
+    if explicit:
+        raise BenchError(f"registry {path} not found")
+    dev = Path(args.dev_dir) if args.dev_dir else Path(tempfile.gettempdir()) / f"ratelock_bench_models_{args.dev_models}"
+    reg = dev / "registry.yaml"
+    notes.append(f"NOTE: {path.relative_to(ROOT)} does not exist; using {args.dev_models} untrained development "
+                 f"model(s) (N=128, M=192, the trained architecture) from {reg}. Speed and memory do not depend on "
+                 f"training; the bpp figures of ours are not meaningful.")
+    if reg.is_file():
+        return reg
+    from models.targets import TARGETS
+    dev.mkdir(parents=True, exist_ok=True)
+    per = len(TARGETS) // args.dev_models
+    for k in range(args.dev_models):
+        targets = ",".join(str(t) for t in TARGETS[k * per:(k + 1) * per])
+        code = ("import sys, tensorflow as tf; tf.keras.utils.set_random_seed(%d); "
+                "from models.export import main; sys.exit(main(sys.argv[1:]))" % (k + 1))
+        cmd = [sys.executable, "-c", code, "--name", f"bench{k}", "--num-filters", "128", "--latent-channels", "192",
+               "--out-dir", str(dev), "--register", targets, "--registry", str(dev / "registry.tmp.yaml")]
+        print(f"building development model {k + 1}/{args.dev_models} ...", file=sys.stderr, flush=True)
+        r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"building a development model failed: {r.stderr.strip().splitlines()[-1:]}")
+    os.replace(dev / "registry.tmp.yaml", reg)
+    return reg
+
+
+def describe_registry(path: Path) -> str:
+    import numpy as np
+    from models.weights import load_registry
+    reg = load_registry(path)
+    by_hash: dict[str, list] = {}
+    for e in reg.entries:
+        by_hash.setdefault(e.hash, []).append(e)
+    parts = []
+    for h, es in by_hash.items():
+        e = es[0]
+        try:
+            with np.load(e.dec_path) as f:
+                w = json.loads(str(f["meta"]))["widths"]
+            widths = f"N={w['num_filters']} M={w['latent_channels']}"
+        except Exception as exc:  # noqa: BLE001 - description only
+            widths = f"widths unknown ({type(exc).__name__})"
+        from models.targets import TARGETS
+        targets = ",".join(f"{TARGETS[x.target_index]:g}" for x in es)
+        parts.append(f"{e.name} [{h}] {widths} {'trained' if e.trained else 'UNTRAINED'} -> {targets}")
+    return f"{path}: {len(by_hash)} distinct model(s): " + "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- workers
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return env
+
+
+@dataclass
+class Runner:
+    work: Path
+    inprocess: bool
+    timeout: float
+    log: list[dict] = field(default_factory=list)
+    n: int = 0
+
+    def __call__(self, label: str, spec: dict) -> dict:
+        self.n += 1
+        tag = f"{self.n:02d}_{spec['op']}"
+        t0 = time.time()
+        print(f"[{time.strftime('%H:%M:%S')}] {label} ...", file=sys.stderr, end="", flush=True)
+        if self.inprocess:
+            from evaluation import bench_worker
+            try:
+                res = bench_worker.run(dict(spec, spawn_epoch=None))
+            except Exception as e:  # noqa: BLE001
+                res = {"op": spec["op"], "error": f"{type(e).__name__}: {e}"}
+            res["rss_isolated"] = False
+        else:
+            spec_path, out_path = self.work / f"{tag}.spec.json", self.work / f"{tag}.result.json"
+            spec = dict(spec, spawn_epoch=time.time())
+            spec_path.write_text(json.dumps(spec))
+            cmd = [sys.executable, "-m", "evaluation.bench_worker", str(spec_path), str(out_path)]
+            try:
+                r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=self.timeout)
+                stderr = r.stderr
+            except subprocess.TimeoutExpired:
+                r, stderr = None, f"timed out after {self.timeout:.0f} s"
+            if out_path.is_file():
+                res = json.loads(out_path.read_text())
+            else:
+                tail = " | ".join(stderr.strip().splitlines()[-3:])
+                how = f"exit status {r.returncode}" if r is not None else "timeout"
+                if r is not None and r.returncode < 0:
+                    how = f"killed by signal {-r.returncode} (out of memory?)"
+                res = {"op": spec["op"], "error": f"worker died ({how}): {tail}"}
+            res["rss_isolated"] = True
+        res["wall_s"] = time.time() - t0
+        res["label"] = label
+        msg = f" {res['wall_s']:.1f} s" + (f"  ERROR: {res['error']}" if "error" in res else "")
+        print(msg, file=sys.stderr, flush=True)
+        self.log.append(res)
+        return res
+
+
+# --------------------------------------------------------------------------- formatting helpers
+
+def fs(v: Any, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def fmib(v: Any) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+def ratio(a: Any, b: Any) -> str:
+    if a is None or b is None or not b:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    cols = list(zip(header, *rows)) if rows else [(h,) for h in header]
+    widths = [max(len(str(c)) for c in col) for col in cols]
+    line = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    out = [line(header), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def _ok(res: dict | None) -> bool:
+    return bool(res) and "error" not in res
+
+
+def _med(res: dict | None) -> float | None:
+    return res.get("median_s") if _ok(res) else None
+
+
+def _rss(res: dict | None) -> float | None:
+    """Peak RSS of the operation: the worker itself, or its ffmpeg child for the ffmpeg anchors."""
+    if not _ok(res):
+        return None
+    if res.get("op", "").startswith("anchor"):
+        return max(res.get("peak_rss_mb", 0.0), res.get("peak_rss_children_mb", 0.0))
+    return res.get("peak_rss_mb")
+
+
+# --------------------------------------------------------------------------- main flow
+
+def run_bench(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    notes: list[str] = []
+    registry = resolve_registry(args, notes)
+    reg_desc = describe_registry(registry)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="ratelock_bench_"))
+    runner = Runner(work, args.inprocess, args.timeout)
+    kodak = Path(args.kodak)
+    if not kodak.is_dir():
+        notes.append(f"NOTE: Kodak folder {kodak} not found: synthetic images are used.")
+    anchors: list[str] = []
+    if not args.skip_anchors:
+        from evaluation import codecs
+        for name in ANCHORS:
+            why = codecs.make(name).unavailable()
+            if why:
+                notes.append(f"NOTE: anchor {name} skipped: {why}")
+            else:
+                anchors.append(name)
+    for n in notes:
+        print(n, file=sys.stderr)
+
+    common = {"registry": str(registry), "threads": args.threads}
+    results: dict[tuple[str, str, str], dict] = {}     # (size, codec, op) -> result
+    started = time.time()
+    try:
+        sizes = list(args.size_list)
+        first_stream = None
+        for (w, h) in sizes:
+            size = f"{w}x{h}"
+            img = work / f"{size}.npy"
+            np.save(img, make_image(w, h, kodak, args.image))
+            stream = work / f"{size}.rlk"
+            r = runner(f"{size} ours encode (rate search, target {args.target:g})",
+                       {**common, "op": "encode_search", "image": str(img), "target": args.target,
+                        "runs": args.runs, "stream_out": str(stream)})
+            results[size, "ours", "encode_search"] = r
+            fixed = {"target_index": r.get("target_index"), "delta_code": r.get("delta_code", 128)} if _ok(r) else {}
+            results[size, "ours", "encode_fixed"] = runner(
+                f"{size} ours encode (fixed model/step)",
+                {**common, "op": "encode_fixed", "image": str(img), "runs": args.runs,
+                 "stream_out": str(work / f"{size}.fixed.rlk"), **fixed})
+            rf = results[size, "ours", "encode_fixed"]
+            if _ok(r) and _ok(rf):
+                rf["same_stream_as_search"] = (work / f"{size}.fixed.rlk").read_bytes() == stream.read_bytes()
+            src = stream if stream.is_file() else work / f"{size}.fixed.rlk"
+            if src.is_file():
+                if first_stream is None:
+                    first_stream = src
+                    results[size, "ours", "profile_synthesis"] = runner(
+                        f"{size} ours synthesis profile (per layer)",
+                        {**common, "op": "profile_synthesis", "stream": str(src), "runs": args.runs})
+                results[size, "ours", "decode"] = runner(f"{size} ours decode",
+                                                         {**common, "op": "decode", "stream": str(src),
+                                                          "runs": args.runs})
+            for name in anchors:
+                knob = args.target if name == "jpeg2000" else args.hevc_qp
+                ast = work / f"{size}.{name}"
+                results[size, name, "encode"] = runner(
+                    f"{size} {name} encode", {"op": "anchor_encode", "codec": name, "knob": knob, "image": str(img),
+                                              "runs": args.runs, "stream_out": str(ast)})
+                if ast.is_file():
+                    results[size, name, "decode"] = runner(
+                        f"{size} {name} decode", {"op": "anchor_decode", "codec": name, "knob": knob,
+                                                  "stream": str(ast), "width": w, "height": h, "runs": args.runs})
+            img.unlink(missing_ok=True)
+        if args.include_8k:
+            w, h = SIZE_8K
+            size = f"{w}x{h}"
+            img = work / f"{size}.npy"
+            np.save(img, make_image(w, h, kodak, args.image))
+            last = next((results[s, "ours", "encode_search"] for s in reversed([f"{a}x{b}" for a, b in sizes])
+                         if _ok(results.get((s, "ours", "encode_search")))), None)
+            fixed = {"target_index": last["target_index"], "delta_code": last["delta_code"]} if last else {}
+            stream = work / f"{size}.rlk"
+            results[size, "ours", "encode_fixed"] = runner(
+                f"{size} ours encode (fixed; only to make the 8K stream)",
+                {**common, "op": "encode_fixed", "image": str(img), "runs": 1, "stream_out": str(stream), **fixed})
+            img.unlink(missing_ok=True)
+            if stream.is_file():
+                results[size, "ours", "decode"] = runner(f"{size} ours decode",
+                                                         {**common, "op": "decode", "stream": str(stream),
+                                                          "runs": args.runs_8k})
+        # Start-up: fresh processes that only get ready (import, registry, lazy model load, first-call trace).
+        startup: dict[str, list[dict]] = {"decoder": [], "encoder": []}
+        if first_stream is not None:
+            for i in range(args.runs):
+                startup["decoder"].append(runner(f"start-up decoder {i + 1}/{args.runs}",
+                                                 {**common, "op": "startup_decode", "stream": str(first_stream)}))
+        for i in range(args.runs):
+            startup["encoder"].append(runner(f"start-up encoder {i + 1}/{args.runs}",
+                                             {**common, "op": "startup_encode"}))
+    finally:
+        if not args.keep_images:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            notes.append(f"NOTE: images and streams kept in {work}")
+
+    text = report(args, registry, reg_desc, notes, results, startup, anchors, time.time() - started)
+    print(text)
+    (out_dir / "table.txt").write_text(text + "\n")
+    write_csv(out_dir / "bench.csv", results, startup)
+    (out_dir / "results.json").write_text(json.dumps(
+        {"command": command_line(), "registry": str(registry), "registry_description": reg_desc, "notes": notes,
+         "results": [dict(r, size=k[0], codec=k[1], bench_op=k[2]) for k, r in results.items()],
+         "startup": startup}, indent=1, default=str))
+    print(f"\nwrote {out_dir / 'table.txt'}, {out_dir / 'bench.csv'}, {out_dir / 'results.json'}", file=sys.stderr)
+    failed = [r for r in runner.log if "error" in r]
+    return 1 if failed else 0
+
+
+def command_line() -> str:
+    return "python -m evaluation.bench " + shlex.join(sys.argv[1:]) if sys.argv and "bench" in sys.argv[0] else \
+        "python -m evaluation.bench (called as a library)"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines()
+                      if ln.startswith("MemTotal")).split()[1])
+        mem = f", {kb / (1 << 20):.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        pass
+    load = ""
+    try:
+        load = f", load average {os.getloadavg()[0]:.2f}"
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs{mem}{load}, nice {os.nice(0)}"
+
+
+def _stage(res: dict | None, name: str) -> float | None:
+    return res.get("stages", {}).get(name) if _ok(res) else None
+
+
+def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed) -> str:
+    sizes = sorted({k[0] for k in results}, key=lambda s: [int(v) for v in s.split("x")][0] * 100000 +
+                   int(s.split("x")[1]))
+    get = lambda s, c, o: results.get((s, c, o))  # noqa: E731
+    L: list[str] = []
+    L.append("ratelock benchmark: " + command_line())
+    L.append(f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M')}; total {elapsed / 60:.1f} min")
+    L.append(f"models: {reg_desc}")
+    L.append(f"medians of {args.runs} run(s) per operation after a tiny warm-up (start-up excluded); each operation "
+             f"in a fresh process{' (NO: --inprocess, peak RSS is not per operation)' if args.inprocess else ''}")
+    L += notes
+    a_hdr = [x for a in anchors for x in (a, f"ours/{a}")]
+
+    # Encode
+    rows = []
+    for s in sizes:
+        es, ef = get(s, "ours", "encode_search"), get(s, "ours", "encode_fixed")
+        if not (es or ef) or s == f"{SIZE_8K[0]}x{SIZE_8K[1]}" and not es:
+            continue
+        row = [s, fs(_med(es)), fs(_med(ef)), ratio(_med(es), _med(ef))]
+        for a in anchors:
+            ae = get(s, a, "encode")
+            row += [fs(_med(ae)), ratio(_med(es), _med(ae))]
+        row.append(f"{es.get('analyses', '-')}/{es.get('probes', '-')}" if _ok(es) else "-")
+        rows.append(row)
+    L.append("\nENCODE, seconds (median); ours/anchor uses the rate-search encode")
+    L.append(table(["size", "ours search", "ours fixed", "search/fixed", *a_hdr, "analyses/probes"], rows))
+
+    # Decode
+    rows = []
+    for s in sizes:
+        d = get(s, "ours", "decode")
+        if not d:
+            continue
+        row = [s, fs(_med(d)), fs(d.get("first_s")) if _ok(d) else "-",
+               fs(d["width"] * d["height"] / 1e6 / d["median_s"], 1) if _ok(d) else "-"]
+        for a in anchors:
+            ad = get(s, a, "decode")
+            row += [fs(_med(ad)), ratio(_med(d), _med(ad))]
+        rows.append(row)
+    L.append("\nDECODE, seconds (median; 'first' = first decode at this size in the process, after warm-up)")
+    L.append(table(["size", "ours", "ours first", "ours MP/s", *a_hdr], rows))
+
+    # Peak RSS
+    rows = []
+    for s in sizes:
+        row = [s] + [fmib(_rss(get(s, "ours", o))) for o in ("encode_search", "encode_fixed", "decode")]
+        for a in anchors:
+            row += [fmib(_rss(get(s, a, "encode"))), fmib(_rss(get(s, a, "decode")))]
+        d = get(s, "ours", "decode")
+        row.append(fmib(d.get("rss_ready_mb")) if _ok(d) else "-")
+        rows.append(row)
+    L.append("\nPEAK RSS, MiB (ru_maxrss of the operation's own process; ffmpeg's for hevc); "
+             "'dec ready' = decoder RSS after start-up, before decoding")
+    L.append(table(["size", "ours enc search", "ours enc fixed", "ours dec",
+                    *[x for a in anchors for x in (f"{a} enc", f"{a} dec")], "ours dec ready"], rows))
+
+    rows = []
+    for s in sizes:
+        d = get(s, "ours", "decode")
+        if not _ok(d) or not d.get("peak_rss_after_mb"):
+            continue
+        pa = d["peak_rss_after_mb"]
+        rows.append([s, fmib(d.get("rss_ready_mb")), fmib(pa.get("parse")), fmib(pa.get("synthesis")),
+                     fmib(pa.get("to_uint8")), fmib(d.get("peak_rss_mb")),
+                     fs((d["peak_rss_mb"] - d["rss_ready_mb"]) * MIB / (d["width"] * d["height"]), 1)])
+    L.append("\nDECODE MEMORY, MiB: RSS when ready, then the process peak (ru_maxrss) after each stage of the "
+             "last run; B/px = (peak - ready) / pixels")
+    L.append(table(["size", "ready", "after parse", "after synthesis", "after to_uint8", "peak", "B/px"], rows))
+
+    # Rates
+    rows = []
+    for s in sizes:
+        es = get(s, "ours", "encode_search") or get(s, "ours", "encode_fixed")
+        row = [s, fs(es.get("bpp"), 4) if _ok(es) else "-",
+               (f"{es.get('model')}/{es.get('delta_code')}" if _ok(es) else "-")]
+        for a in anchors:
+            ae = get(s, a, "encode")
+            row.append(fs(ae.get("bpp"), 4) if _ok(ae) else "-")
+        ef = get(s, "ours", "encode_fixed")
+        row.append({True: "yes", False: "NO"}.get(ef.get("same_stream_as_search"), "-") if _ok(ef) else "-")
+        rows.append(row)
+    L.append(f"\nRATE of the coded streams, bpp (ours: rate search at {args.target:g}; jpeg2000: requested "
+             f"{args.target:g}; hevc: QP {args.hevc_qp})")
+    L.append(table(["size", "ours", "ours model/delta code", *anchors, "fixed == search stream"], rows))
+
+    # Decode split
+    rows = []
+    for s in sizes:
+        d = get(s, "ours", "decode")
+        if not _ok(d):
+            continue
+        st = d["stages"]
+        parse = st.get("parse")
+        z, hs, y = st.get("parse.range_decode_z"), st.get("parse.hyper_synthesis_int"), st.get("parse.range_decode_y")
+        other = parse - sum(v for v in (z, hs, y) if v) if parse is not None else None
+        syn = st.get("synthesis")
+        rows.append([s, fs(d["median_s"]), fs(parse), fs(z, 3), fs(hs, 3), fs(y, 3), fs(other, 3),
+                     fs(st.get("dequantize"), 3), fs(syn), fs(st.get("to_uint8"), 3),
+                     f"{100 * (parse or 0) / d['median_s']:.0f}/{100 * (syn or 0) / d['median_s']:.0f}"])
+    L.append("\nDECODE SPLIT, seconds (median per stage): parse = range decode z + integer hyper-synthesis + "
+             "range decode y (+ header, CRC, scale index)")
+    L.append(table(["size", "total", "parse", "range z", "int h_s", "range y", "other", "dequant", "synthesis",
+                    "to_uint8", "% parse/synth"], rows))
+
+    # Synthesis profile
+    for s in sizes:
+        p = get(s, "ours", "profile_synthesis")
+        if not _ok(p):
+            continue
+        rows = [[l["name"], l["kind"], "x".join(str(v) for v in l["out_shape"]), fs(l["gmacs"]), fs(l["median_s"], 3),
+                 fs(2 * l["gmacs"] / l["median_s"], 1) if l["median_s"] > 0 and l["gmacs"] else "-"]
+                for l in p["layers"]]
+        tot = sum(l["gmacs"] for l in p["layers"])
+        rows.append(["total", "", "", fs(tot), fs(p["median_s"], 3), fs(2 * tot / p["median_s"], 1)])
+        L.append(f"\nSYNTHESIS PROFILE at {s}, layer by layer (eager, whole image, median of {args.runs}; TF threads "
+                 f"intra {p['threads']['intra']} / inter {p['threads']['inter']} (0 = all cores), oneDNN "
+                 f"{p['onednn']})")
+        L.append(table(["layer", "kind", "output", "GMAC", "seconds", "GFLOP/s"], rows))
+
+    # Encode split
+    rows = []
+    for s in sizes:
+        for op in ("encode_search", "encode_fixed"):
+            e = get(s, "ours", op)
+            if not _ok(e):
+                continue
+            st = e["stages"]
+            accounted = sum(st.get(k, 0.0) for k in ("analysis", "code", "reconstruct"))
+            rows.append([s, op.replace("encode_", ""), fs(e["median_s"]), fs(st.get("analysis")),
+                         fs(st.get("analysis.g_a")), fs(st.get("analysis.hyper_synthesis_int"), 3),
+                         fs(st.get("code")), fs(st.get("range_encode")), fs(st.get("reconstruct")),
+                         fs(e["median_s"] - accounted, 3), f"{e.get('analyses')}/{e.get('probes')}"])
+    L.append("\nENCODE SPLIT, seconds (median per stage): analysis = g_a (tiled) + h_a + z coding + integer h_s, "
+             "once per candidate model; code = quantise + range-code y, once per probe; reconstruct = synthesis "
+             "to compare two in-band candidates")
+    L.append(table(["size", "mode", "total", "analysis", "g_a", "int h_s", "code", "range enc", "reconstruct",
+                    "other", "analyses/probes"], rows))
+
+    # Start-up
+    rows = []
+    for who, rs in startup.items():
+        ok = [r for r in rs if _ok(r)]
+        if not ok:
+            if rs:
+                rows.append([who, "ERROR: " + rs[0].get("error", "?")] + ["-"] * 9)
+            continue
+        med = lambda f: statistics.median([f(r) for r in ok])  # noqa: E731
+        load = (lambda r: r.get("load_s", 0) + r.get("trace_s", 0)) if who == "decoder" else \
+            (lambda r: r.get("init_s", 0) + r.get("load_trace_s", 0))
+        interp = med(lambda r: r.get("interpreter_s", float("nan")))
+        rows.append([who, fs(interp), fs(med(lambda r: r["imports"].get("numpy", 0))),
+                     fs(med(lambda r: r["imports"].get("tensorflow", 0))),
+                     fs(med(lambda r: r["imports"].get("tensorflow_compression", 0))),
+                     fs(med(lambda r: r["imports"].get("codec", 0))),
+                     fs(med(lambda r: r.get("load_s", r.get("init_s", 0)))),
+                     fs(med(lambda r: r.get("trace_s", r.get("load_trace_s", 0)))),
+                     fs(med(lambda r: r.get("startup_s", float("nan")))),
+                     f"{len(ok[0]['models_loaded'])}/{ok[0].get('models_distinct')}",
+                     fmib(med(lambda r: r.get("rss_ready_mb", float("nan"))))])
+    L.append(f"\nSTART-UP, seconds (median of {args.runs} fresh processes): interpreter = spawn to worker main; "
+             "load = registry + lazy model load (encoder: Encoder()); trace = first call on a tiny input "
+             "(encoder: model load + trace of a 64x64 fixed encode)")
+    L.append(table(["process", "interpreter", "numpy", "tensorflow", "tfc", "codec imports", "load", "trace",
+                    "total to ready", "models loaded/distinct", "RSS ready MiB"], rows))
+
+    L.append("\nGOALS")
+    L += goals(args, results, startup)
+    return "\n".join(L)
+
+
+def goals(args, results, startup) -> list[str]:
+    out = []
+    mark = lambda ok: "goal met" if ok else "NOT MET"  # noqa: E731
+    d = results.get(("768x512", "ours", "decode"))
+    if _ok(d):
+        st = d["stages"]
+        out.append(f"[{mark(d['median_s'] <= GOAL_DECODE_S)}] decode 768x512 <= {GOAL_DECODE_S:.1f} s (start-up "
+                   f"excluded): {d['median_s']:.2f} s median (first {d['first_s']:.2f} s); parse "
+                   f"{st.get('parse', 0):.2f} s, synthesis {st.get('synthesis', 0):.2f} s")
+    else:
+        out.append("[not measured] decode 768x512 <= 1.0 s: no 768x512 decode in this run"
+                   + (f" ({d['error']})" if d else ""))
+    ratios = []
+    for (s, c, o), es in results.items():
+        if c == "ours" and o == "encode_search":
+            ef = results.get((s, "ours", "encode_fixed"))
+            if _ok(es) and _ok(ef):
+                ratios.append((s, es["median_s"] / ef["median_s"], es["median_s"], ef["median_s"],
+                               es.get("analyses"), es.get("probes")))
+    if ratios:
+        ok = all(r[1] <= GOAL_SEARCH_RATIO for r in ratios)
+        detail = "; ".join(f"{s}: {r:.2f}x ({a:.2f} / {b:.2f} s, {n} analyses, {p} probes)"
+                           for s, r, a, b, n, p in ratios)
+        out.append(f"[{mark(ok)}] encode with rate search <= {GOAL_SEARCH_RATIO:.0f}x fixed-step encode: {detail}")
+    else:
+        out.append("[not measured] rate-search vs fixed encode")
+    s4k = "3840x2160"
+    r4 = {o: results.get((s4k, "ours", o)) for o in ("encode_search", "encode_fixed", "decode")}
+    if all(_ok(r) for r in r4.values()):
+        peaks = {o: _rss(r) * MIB for o, r in r4.items()}
+        ok = all(v <= GOAL_RSS_BYTES for v in peaks.values()) and all(r.get("rss_isolated") for r in r4.values())
+        out.append(f"[{mark(ok)}] 3840x2160 peak RSS <= 4 GB: " + ", ".join(
+            f"{o} {v / 1e9:.2f} GB" for o, v in peaks.items())
+            + ("" if all(r.get("rss_isolated") for r in r4.values()) else " (not isolated: --inprocess)"))
+    else:
+        out.append("[not measured] 3840x2160 peak RSS <= 4 GB (size not in --sizes or a run failed)")
+    d8 = results.get((f"{SIZE_8K[0]}x{SIZE_8K[1]}", "ours", "decode"))
+    if d8 is None:
+        out.append("[not measured] 7680x4320 decodes without running out of memory (use --include-8k)")
+    elif _ok(d8):
+        out.append(f"[goal met] 7680x4320 decodes without running out of memory: {d8['median_s']:.1f} s, peak RSS "
+                   f"{_rss(d8) / 1024:.2f} GiB ({_rss(d8) * MIB / 1e9:.2f} GB)")
+    else:
+        out.append(f"[NOT MET] 7680x4320 decode failed: {d8['error']}")
+    dec = [r for r in startup.get("decoder", []) if _ok(r)]
+    if dec and not dec[0].get("rss_isolated"):
+        out.append("[not measured] start-up / lazy loading: needs fresh processes (not --inprocess)")
+    elif dec:
+        r = dec[0]
+        loaded, distinct = len(r["models_loaded"]), r.get("models_distinct")
+        extra = r.get("encoder_side_modules", [])
+        ok = loaded == 1 and not extra
+        t = statistics.median([x.get("startup_s", float("nan")) for x in dec])
+        imp = statistics.median([x.get("import_s", float("nan")) for x in dec])
+        ld = statistics.median([x.get("load_s", float("nan")) for x in dec])
+        out.append(f"[{mark(ok)}] start-up loads only the model the stream needs: decoder loaded {loaded} of "
+                   f"{distinct} distinct model(s), encoder-side modules imported: {', '.join(extra) or 'none'}; "
+                   f"start-up {t:.1f} s median (imports {imp:.1f} s, model load {ld:.2f} s)")
+    else:
+        out.append("[not measured] start-up / lazy loading")
+    return out
+
+
+CSV_FIELDS = ["size", "codec", "op", "runs", "median_s", "min_s", "max_s", "first_s", "times", "mpix_per_s", "bytes",
+              "bpp", "peak_rss_mib", "rss_ready_mib", "rss_isolated", "startup_s", "interpreter_s", "import_s",
+              "load_s", "trace_s", "init_s", "load_trace_s", "models_loaded", "models_distinct", "model", "delta_code",
+              "analyses", "probes", "same_stream_as_search", "knob", "error"]
+
+
+def _row(size: str, codec: str, op: str, r: dict) -> dict:
+    row = {"size": size, "codec": codec, "op": op, "error": r.get("error", "")}
+    if _ok(r):
+        row.update({k: r.get(k, "") for k in ("median_s", "min_s", "max_s", "first_s", "bytes", "bpp", "startup_s",
+                                              "interpreter_s", "import_s", "load_s", "trace_s", "init_s",
+                                              "load_trace_s", "models_distinct", "model", "delta_code", "analyses",
+                                              "probes", "same_stream_as_search", "knob", "rss_isolated")})
+        row["runs"] = len(r.get("times", []))
+        row["times"] = ";".join(f"{t:.4f}" for t in r.get("times", []))
+        if r.get("width") and r.get("median_s"):
+            row["mpix_per_s"] = r["width"] * r["height"] / 1e6 / r["median_s"]
+        row["peak_rss_mib"] = _rss(r)
+        row["rss_ready_mib"] = r.get("rss_ready_mb", "")
+        row["models_loaded"] = len(r.get("models_loaded", []))
+        for k, v in r.get("stages", {}).items():
+            row[f"stage_{k}_s"] = v
+        for k, v in r.get("imports", {}).items():
+            row[f"import_{k}_s"] = v
+    return row
+
+
+def write_csv(path: Path, results: dict, startup: dict) -> None:
+    rows = [_row(*k, r) for k, r in results.items()]
+    for who, rs in startup.items():
+        rows += [_row("-", "ours", f"startup_{who}", r) for r in rs]
+    extra = sorted({k for r in rows for k in r} - set(CSV_FIELDS))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS + extra, restval="")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        return run_bench(args)
+    except BenchError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

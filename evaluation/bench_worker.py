@@ -1,0 +1,440 @@
+"""One benchmark operation in its own process, so that peak RSS and start-up are its own.
+
+    python -m evaluation.bench_worker SPEC.json RESULT.json
+
+SPEC is written by `evaluation.bench`; RESULT gets one JSON object. Only the
+standard library is imported at module level: numpy, TensorFlow and the codec
+are imported inside `run()` and timed there, so the start-up split is real.
+
+Ops (spec["op"]):
+  startup_decode  import + registry + lazy load of the one model a stream needs + first-call trace
+  startup_encode  import + Encoder() + load of the model a fixed encode needs + first-call trace
+  decode          ours: decoder.decode.decode_bytes(stream), `runs` times after a tiny warm-up
+  profile_synthesis  ours: each synthesis layer timed on the stream's whole y_hat (where decode time goes)
+  encode_search   ours: Encoder.encode(rgb, target) (full rate search)
+  encode_fixed    ours: Encoder.encode_fixed(rgb, model_index, delta_code) (no search)
+  anchor_encode   evaluation.codecs anchor: codec.encode(rgb, knob)
+  anchor_decode   evaluation.codecs anchor: codec.decode(stream, h, w)
+
+Timings of the codec's own functions are taken around the official entry points
+(decode_bytes, Encoder.encode, Encoder.encode_fixed); the per-stage split comes
+from thin timing wrappers installed on the module-level functions those entry
+points call (decoder.decode.parse / dequantize / synthesize / to_uint8 /
+range_decode, IntHyperSynthesis.run, EncoderModel.transform / analyse,
+Analysed.code / reconstruct, models.coding.encode). A stage whose function no
+longer exists is simply not reported.
+
+Peak RSS is resource.getrusage(RUSAGE_SELF).ru_maxrss at the end (and
+RUSAGE_CHILDREN for anchors that run ffmpeg as a child process).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# Modules a decoder process must not need (lazy loading / small decoder container).
+ENCODER_SIDE_MODULES = ("encoder", "rate_control", "models.train", "models.hyperprior", "models.export",
+                        "models.data", "models.entropy")
+
+
+# (owner, attribute, original) of every timing wrapper installed by this module; `run` undoes them, so
+# that running an op in-process (bench --inprocess, tests) leaves the codec modules as they were.
+_PATCHES: list[tuple[Any, str, Any]] = []
+
+
+def _patch(owner: Any, attr: str, value: Any) -> None:
+    _PATCHES.append((owner, attr, getattr(owner, attr)))
+    setattr(owner, attr, value)
+
+
+def _unpatch_all() -> None:
+    while _PATCHES:
+        owner, attr, orig = _PATCHES.pop()
+        setattr(owner, attr, orig)
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+def current_rss_mb() -> float:
+    """Resident set size right now (VmRSS), MiB; NaN where /proc is unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    """ru_maxrss in MiB (Linux reports KiB, macOS bytes)."""
+    v = resource.getrusage(who).ru_maxrss
+    return v / (1024.0 * 1024.0) if sys.platform == "darwin" else v / 1024.0
+
+
+class Stages:
+    """Accumulates seconds per named stage; wrappers add to it while `active`."""
+
+    def __init__(self) -> None:
+        self.acc: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.peak_after: dict[str, float] = {}   # ru_maxrss (MiB) when the stage last returned
+        self.rss_before: dict[str, float] = {}   # VmRSS (MiB) when the stage was last entered
+        self.active = False
+
+    def reset(self) -> None:
+        self.acc, self.calls = {}, {}
+
+    def add(self, name: str, dt: float) -> None:
+        if self.active:
+            self.acc[name] = self.acc.get(name, 0.0) + dt
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+    def wrap(self, owner: Any, attr: str, name: str | Callable[[int], str]) -> bool:
+        """Replace owner.attr by a timing wrapper; False if it does not exist."""
+        fn = getattr(owner, attr, None)
+        if fn is None or not callable(fn):
+            return False
+        stages = self
+
+        @functools.wraps(fn)
+        def timed(*a, **k):
+            if stages.active and not callable(name):
+                stages.rss_before[name] = current_rss_mb()
+            t = _now()
+            try:
+                return fn(*a, **k)
+            finally:
+                label = name(stages.calls.get(attr + "#", 0)) if callable(name) else name
+                if stages.active:
+                    stages.calls[attr + "#"] = stages.calls.get(attr + "#", 0) + 1
+                stages.add(label, _now() - t)
+                if stages.active:
+                    stages.peak_after[label] = peak_rss_mb()
+
+        _patch(owner, attr, timed)
+        return True
+
+
+def _summ(xs: list[float]) -> dict[str, float]:
+    return {"median_s": statistics.median(xs), "min_s": min(xs), "max_s": max(xs), "first_s": xs[0]}
+
+
+def _stage_medians(per_run: list[dict[str, float]]) -> dict[str, float]:
+    names = sorted({k for d in per_run for k in d})
+    return {k: statistics.median([d.get(k, 0.0) for d in per_run]) for k in names}
+
+
+def _import_tf(res: dict) -> None:
+    t = _now()
+    import numpy  # noqa: F401
+    res["imports"]["numpy"] = _now() - t
+    t = _now()
+    import tensorflow  # noqa: F401
+    res["imports"]["tensorflow"] = _now() - t
+    t = _now()
+    import tensorflow_compression  # noqa: F401
+    res["imports"]["tensorflow_compression"] = _now() - t
+
+
+def _load_counter(res: dict) -> None:
+    """Count model loads: ModelCache / EncoderModels import load_decoder_model at call time."""
+    import models.weights as W
+    orig = W.load_decoder_model
+
+    @functools.wraps(orig)
+    def counted(entry):
+        res["models_loaded"].append(entry.name + ":" + entry.hash)
+        return orig(entry)
+
+    _patch(W, "load_decoder_model", counted)
+
+
+# --------------------------------------------------------------------------- ours: decode
+
+def _decoder_ready(spec: dict, res: dict):
+    _import_tf(res)
+    t = _now()
+    from decoder.runtime import configure
+    configure(int(spec.get("threads", 0)))
+    from decoder import decode as D
+    from decoder.bitstream import parse_header
+    res["imports"]["codec"] = _now() - t
+    res["import_s"] = sum(res["imports"].values())
+    _load_counter(res)
+    import numpy as np
+    data = Path(spec["stream"]).read_bytes()
+    header = parse_header(data)
+    t = _now()
+    models = D.ModelCache(spec.get("registry"))
+    model = models.get(header)
+    res["load_s"] = _now() - t
+    res["models_distinct"] = len({e.hash for e in models.registry.entries})
+    t = _now()   # trace the synthesis tf.function once on a tiny input (per process, shape-independent)
+    D.to_uint8(D.synthesize(model.synthesis, np.zeros((2, 2, model.widths["latent_channels"]), np.float32)), 32, 32)
+    res["trace_s"] = _now() - t
+    return D, models, data, header
+
+
+def _op_decode(spec: dict, res: dict) -> None:
+    D, models, data, header = _decoder_ready(spec, res)
+    res["ready_epoch"] = time.time()
+    res["rss_ready_mb"] = current_rss_mb()
+    if spec["op"] == "startup_decode":
+        return
+    st = Stages()
+    st.wrap(D, "parse", "parse")
+    st.wrap(D, "range_decode", lambda i: "parse.range_decode_z" if i % 2 == 0 else "parse.range_decode_y")
+    from models import intnet
+    st.wrap(intnet.IntHyperSynthesis, "run", "parse.hyper_synthesis_int")
+    st.wrap(D, "dequantize", "dequantize")
+    st.wrap(D, "synthesize", "synthesis")
+    st.wrap(D, "to_uint8", "to_uint8")
+    if spec.get("untiled"):   # memory test only: synthesis in one piece, to show what tiling saves
+        _patch(D, "synthesize", functools.partial(D.synthesize, tile=1 << 30))
+    limits = D.Limits(max_pixels=int(spec.get("max_pixels", 100_000_000)))
+    times, stages = [], []
+    out = None
+    for _ in range(int(spec["runs"])):
+        out = None
+        st.reset()
+        st.active = True
+        t = _now()
+        out = D.decode_bytes(data, models, limits)
+        times.append(_now() - t)
+        st.active = False
+        stages.append(dict(st.acc))
+    res.update(_summ(times))
+    res["times"] = times
+    res["stages"] = _stage_medians(stages)
+    res["peak_rss_after_mb"] = dict(st.peak_after)
+    res["rss_before_mb"] = dict(st.rss_before)
+    res["width"], res["height"] = header.width, header.height
+    res["bytes"] = len(data)
+    res["out_shape"] = list(out.shape)
+    if spec.get("out_npy"):
+        import numpy as np
+        np.save(spec["out_npy"], out)
+
+
+def _op_profile_synthesis(spec: dict, res: dict) -> None:
+    """Time each layer of the synthesis on the stream's whole y_hat (eager, layer by layer)."""
+    D, models, data, header = _decoder_ready(spec, res)
+    import tensorflow as tf
+    syn = models.get(header).synthesis
+    y = tf.constant(D.dequantize(D.parse(data, models))[None])
+    layers = list(syn.layers)
+    per: list[list[float]] = [[] for _ in layers]
+    shapes, macs = [], []
+    for run in range(int(spec["runs"]) + 1):             # run 0 warms up every shape
+        x = y
+        for i, layer in enumerate(layers):
+            t = _now()
+            x = layer(x)
+            _ = x.numpy().ravel()[:1]                    # make sure the op has finished
+            if run:
+                per[i].append(_now() - t)
+            else:
+                shapes.append(list(x.shape[1:]))
+                macs.append(_layer_macs(layer, x.shape))
+    res["layers"] = [{"name": l.name, "kind": type(l).__name__, "out_shape": sh, "gmacs": m / 1e9,
+                      "median_s": statistics.median(ts)} for l, sh, m, ts in zip(layers, shapes, macs, per)]
+    res["median_s"] = sum(d["median_s"] for d in res["layers"])
+    res["width"], res["height"] = header.width, header.height
+    res["threads"] = {"intra": tf.config.threading.get_intra_op_parallelism_threads(),
+                      "inter": tf.config.threading.get_inter_op_parallelism_threads()}
+    res["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(default)")
+
+
+def _layer_macs(layer, out_shape) -> float:
+    """Multiply-accumulates of one synthesis layer (conv transpose: k*k/s^2 taps per output; GDN: C*C)."""
+    n, h, w, c = (int(v) for v in out_shape)
+    kernel = getattr(layer, "kernel", None)
+    if kernel is not None and len(kernel.shape) == 4:
+        kh, kw, a, b = (int(v) for v in kernel.shape)
+        s = layer.strides[0] if hasattr(layer, "strides") else 1
+        return float(h * w * kh * kw * a * b) / (s * s)
+    gamma = getattr(layer, "gamma", None)
+    if gamma is not None:
+        return float(h * w * c * c)
+    return 0.0
+
+
+# --------------------------------------------------------------------------- ours: encode
+
+def _op_encode(spec: dict, res: dict) -> None:
+    _import_tf(res)
+    t = _now()
+    from encoder.api import Encoder
+    res["imports"]["codec"] = _now() - t
+    res["import_s"] = sum(res["imports"].values())
+    _load_counter(res)
+    import numpy as np
+    rgb = np.load(spec["image"]) if spec.get("image") else None
+    op = spec["op"]
+    t = _now()
+    enc = Encoder(spec.get("registry"))
+    entries = enc.models.distinct_entries()
+    res["models_distinct"] = len(entries)
+    res["init_s"] = _now() - t
+
+    def model_index() -> int:
+        ti = spec.get("target_index")
+        if ti is None:
+            return 0
+        return next((i for i, e in enumerate(entries) if e.target_index == ti), 0)
+
+    mi, code = model_index(), int(spec.get("delta_code", 128))
+    tiny = np.ascontiguousarray(np.full((64, 64, 3), 128, np.uint8) if rgb is None else rgb[:64, :64])
+    t = _now()   # load the model(s) and trace the tf.functions on a tiny image
+    if op == "encode_search":
+        enc.encode(tiny, float(spec["target"]))
+    else:
+        enc.encode_fixed(tiny, mi, code)
+    res["load_trace_s"] = _now() - t
+    res["ready_epoch"] = time.time()
+    res["rss_ready_mb"] = current_rss_mb()
+    res["models_loaded_at_ready"] = len(res["models_loaded"])
+    if op == "startup_encode":
+        return
+
+    from encoder import encode as E
+    from models import coding, intnet
+    st = Stages()
+    st.wrap(E.EncoderModel, "transform", "analysis.g_a")
+    st.wrap(E.EncoderModel, "analyse", "analysis")       # includes g_a, h_a, z coding, integer h_s
+    st.wrap(intnet.IntHyperSynthesis, "run", "analysis.hyper_synthesis_int")
+    st.wrap(E.Analysed, "code", "code")                  # quantise + range-code y + pack (one per probe)
+    st.wrap(coding, "encode", "range_encode")
+    st.wrap(E.Analysed, "reconstruct", "reconstruct")    # synthesis, to compare two in-band candidates
+    times, stages, data = [], [], b""
+    for _ in range(int(spec["runs"])):
+        st.reset()
+        st.active = True
+        t = _now()
+        if op == "encode_search":
+            c = enc.encode(rgb, float(spec["target"]))
+            data = bytes(c.data)
+            info = {"model": c.model, "target_index": c.target_index, "delta_code": c.delta_code,
+                    "within_band": bool(c.within_band), "probes": int(c.probes), "analyses": int(c.analyses)}
+        else:
+            data = bytes(enc.encode_fixed(rgb, mi, code))
+            info = {"model": entries[mi].name, "target_index": entries[mi].target_index, "delta_code": code,
+                    "probes": 1, "analyses": 1}
+        times.append(_now() - t)
+        st.active = False
+        stages.append(dict(st.acc))
+    res.update(_summ(times))
+    res.update(info)
+    res["times"] = times
+    res["stages"] = _stage_medians(stages)
+    res["height"], res["width"] = rgb.shape[:2]
+    res["bytes"] = len(data)
+    res["bpp"] = 8.0 * len(data) / (rgb.shape[0] * rgb.shape[1])
+    if spec.get("stream_out"):
+        Path(spec["stream_out"]).write_bytes(data)
+
+
+# --------------------------------------------------------------------------- anchors
+
+def _op_anchor(spec: dict, res: dict) -> None:
+    t = _now()
+    import numpy as np
+    from evaluation import codecs
+    res["imports"]["codec"] = _now() - t
+    res["import_s"] = res["imports"]["codec"]
+    codec = codecs.make(spec["codec"])
+    why = codec.unavailable()
+    if why:
+        raise RuntimeError(f"{spec['codec']} unavailable: {why}")
+    res["version"] = codec.version()
+    knob = float(spec["knob"])
+    tiny = np.full((64, 64, 3), 128, np.uint8)
+    t = _now()
+    codec.decode(codec.encode(tiny, knob), 64, 64)     # library / binary discovery, page cache
+    res["load_trace_s"] = _now() - t
+    res["rss_ready_mb"] = current_rss_mb()
+    times = []
+    if spec["op"] == "anchor_encode":
+        rgb = np.load(spec["image"])
+        h, w = rgb.shape[:2]
+        data = b""
+        for _ in range(int(spec["runs"])):
+            t = _now()
+            data = codec.encode(rgb, knob)
+            times.append(_now() - t)
+        Path(spec["stream_out"]).write_bytes(data)
+    else:
+        data = Path(spec["stream"]).read_bytes()
+        h, w = int(spec["height"]), int(spec["width"])
+        for _ in range(int(spec["runs"])):
+            t = _now()
+            out = codec.decode(data, h, w)
+            times.append(_now() - t)
+        res["out_shape"] = list(out.shape)
+    res.update(_summ(times))
+    res["times"] = times
+    res["knob"] = knob
+    res["height"], res["width"] = h, w
+    res["bytes"] = len(data)
+    res["bpp"] = 8.0 * len(data) / (h * w)
+
+
+# --------------------------------------------------------------------------- entry
+
+OPS: dict[str, Callable[[dict, dict], None]] = {
+    "startup_decode": _op_decode, "decode": _op_decode, "profile_synthesis": _op_profile_synthesis,
+    "startup_encode": _op_encode, "encode_search": _op_encode, "encode_fixed": _op_encode,
+    "anchor_encode": _op_anchor, "anchor_decode": _op_anchor,
+}
+
+
+def run(spec: dict) -> dict:
+    """Run one op in this process and return its result (RSS fields describe this process)."""
+    res: dict[str, Any] = {"op": spec["op"], "start_epoch": time.time(), "imports": {}, "models_loaded": [],
+                           "pid": os.getpid()}
+    if spec.get("spawn_epoch"):
+        res["interpreter_s"] = res["start_epoch"] - float(spec["spawn_epoch"])
+    try:
+        OPS[spec["op"]](spec, res)
+    finally:
+        _unpatch_all()
+    res["peak_rss_mb"] = peak_rss_mb(resource.RUSAGE_SELF)
+    res["peak_rss_children_mb"] = peak_rss_mb(resource.RUSAGE_CHILDREN)
+    if spec.get("spawn_epoch") and res.get("ready_epoch"):
+        res["startup_s"] = res["ready_epoch"] - float(spec["spawn_epoch"])
+    res["encoder_side_modules"] = sorted(m for m in sys.modules
+                                         if any(m == p or m.startswith(p + ".") for p in ENCODER_SIDE_MODULES))
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m evaluation.bench_worker SPEC.json RESULT.json", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text())
+    try:
+        res = run(spec)
+    except Exception as e:  # noqa: BLE001 - reported to the parent as data, never lost
+        import traceback
+        res = {"op": spec.get("op"), "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
+               "peak_rss_mb": peak_rss_mb()}
+    Path(argv[1]).write_text(json.dumps(res))
+    return 0 if "error" not in res else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
