@@ -65,7 +65,7 @@ class CheckResult:
 
 def _cell(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}" if 0 < abs(v) < 1e-3 else f"{v:.4f}"
+        return f"{v:.4g}"
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 

@@ -55,54 +55,49 @@ def _decode_one(src: Path, dst: Path, models, limits, info: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    try:
-        from decoder.runtime import configure
-        configure(args.threads)
-        from decoder import decode as D
-        limits = D.Limits(max_pixels=args.max_pixels)
-        if args.dir:
-            src_dir, out_dir = Path(args.input), Path(args.output)
-            if not src_dir.is_dir():
-                raise D.DecodeError(f"{src_dir}: not a folder")
-            streams = sorted(p for p in src_dir.iterdir() if p.suffix in STREAM_SUFFIXES)
-            if not streams:
-                raise D.DecodeError(f"{src_dir}: no .bit/.bits streams")
-            out_dir.mkdir(parents=True, exist_ok=True)
-        else:
-            streams, out_dir = [Path(args.input)], None
-            if not streams[0].is_file():
-                raise D.DecodeError(f"{args.input}: no such file")
-            parent = Path(args.output).resolve().parent
-            if not parent.is_dir():
-                raise D.DecodeError(f"{args.output}: output folder does not exist")
-        models = D.ModelCache(args.registry)
-        failed = 0
-        it = streams
-        if args.dir and not args.info:
-            from tqdm import tqdm
-            it = tqdm(streams, desc="decoding", unit="stream", file=sys.stderr)
-        for src in it:
-            dst = out_dir / (src.stem + ".png") if out_dir else Path(args.output)
-            try:
-                _decode_one(src, dst, models, limits, args.info)
-            except D.DecodeError as e:
-                if not args.dir:
-                    raise
-                failed += 1
-                print(f"{PROG}: {src.name}: {e}", file=sys.stderr)
-        if failed:
-            print(f"{PROG}: {failed} of {len(streams)} streams failed", file=sys.stderr)
-            return 1
-        return 0
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - the contract is one line, never a traceback
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"{PROG}: error: {msg}", file=sys.stderr)
-        if os.environ.get("RATELOCK_DEBUG"):
-            raise
+    from decoder.cli import one_line_errors
+    return one_line_errors(PROG, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from decoder.runtime import configure
+    configure(args.threads)
+    from decoder import decode as D
+    limits = D.Limits(max_pixels=args.max_pixels)
+    if args.dir:
+        src_dir, out_dir = Path(args.input), Path(args.output)
+        if not src_dir.is_dir():
+            raise D.DecodeError(f"{src_dir}: not a folder")
+        streams = sorted(p for p in src_dir.iterdir() if p.suffix in STREAM_SUFFIXES)
+        if not streams:
+            raise D.DecodeError(f"{src_dir}: no .bit/.bits streams")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        streams, out_dir = [Path(args.input)], None
+        if not streams[0].is_file():
+            raise D.DecodeError(f"{args.input}: no such file")
+        parent = Path(args.output).resolve().parent
+        if not parent.is_dir():
+            raise D.DecodeError(f"{args.output}: output folder does not exist")
+    models = D.ModelCache(args.registry)
+    failed = 0
+    it = streams
+    if args.dir and not args.info:
+        from tqdm import tqdm
+        it = tqdm(streams, desc="decoding", unit="stream", file=sys.stderr)
+    for src in it:
+        dst = out_dir / (src.stem + ".png") if out_dir else Path(args.output)
+        try:
+            _decode_one(src, dst, models, limits, args.info)
+        except D.DecodeError as e:
+            if not args.dir:
+                raise
+            failed += 1
+            print(f"{PROG}: {src.name}: {e}", file=sys.stderr)
+    if failed:
+        print(f"{PROG}: {failed} of {len(streams)} streams failed", file=sys.stderr)
         return 1
+    return 0
 
 
 if __name__ == "__main__":

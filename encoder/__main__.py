@@ -142,30 +142,25 @@ def _batch(args, encoder) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    try:
-        batch = Path(args.input).is_dir()
-        if not batch and (args.target is None or args.output is None):
-            raise UsageError("usage: python -m encoder in.png TARGET out.bit  |  python -m encoder DIR --out OUTDIR")
-        if not batch:
-            parse_target(args.target)   # fail fast, before TensorFlow loads
-        else:
-            parse_targets(args.targets)
-        if not 0 <= args.aim < 0.15:
-            raise UsageError("--aim must be in [0, 0.15)")
-        from encoder.api import Encoder
-        from decoder.runtime import configure
-        configure(args.threads)
-        enc = Encoder(args.registry, args.aim)
-        return _batch(args, enc) if batch else _single(args, enc)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - one line, never a traceback
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"{PROG}: error: {msg}", file=sys.stderr)
-        if os.environ.get("RATELOCK_DEBUG"):
-            raise
-        return 1
+    from decoder.cli import one_line_errors
+    return one_line_errors(PROG, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    batch = Path(args.input).is_dir()
+    if not batch and (args.target is None or args.output is None):
+        raise UsageError("usage: python -m encoder in.png TARGET out.bit  |  python -m encoder DIR --out OUTDIR")
+    if not batch:
+        parse_target(args.target)   # fail fast, before TensorFlow loads
+    else:
+        parse_targets(args.targets)
+    if not 0 <= args.aim < 0.15:
+        raise UsageError("--aim must be in [0, 0.15)")
+    from encoder.api import Encoder
+    from decoder.runtime import configure
+    configure(args.threads)
+    enc = Encoder(args.registry, args.aim)
+    return _batch(args, enc) if batch else _single(args, enc)
 
 
 if __name__ == "__main__":

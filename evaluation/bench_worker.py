@@ -13,6 +13,7 @@ Ops (spec["op"]):
   profile_synthesis  ours: each synthesis layer timed on the stream's whole y_hat (where decode time goes)
   encode_search   ours: Encoder.encode(rgb, target) (full rate search)
   encode_fixed    ours: Encoder.encode_fixed(rgb, model_index, delta_code) (no search)
+  anchor_match    evaluation.ratematch.match_rate of an anchor's knob to a target bpp (set-up, untimed)
   anchor_encode   evaluation.codecs anchor: codec.encode(rgb, knob)
   anchor_decode   evaluation.codecs anchor: codec.decode(stream, h, w)
 
@@ -93,6 +94,7 @@ class Stages:
         self.peak_after: dict[str, float] = {}   # ru_maxrss (MiB) when the stage last returned
         self.rss_before: dict[str, float] = {}   # VmRSS (MiB) when the stage was last entered
         self.active = False
+        self.record_mem = True                   # memory per stage: first run only (ru_maxrss is monotone)
 
     def reset(self) -> None:
         self.acc, self.calls = {}, {}
@@ -111,7 +113,7 @@ class Stages:
 
         @functools.wraps(fn)
         def timed(*a, **k):
-            if stages.active and not callable(name):
+            if stages.active and stages.record_mem and not callable(name):
                 stages.rss_before[name] = current_rss_mb()
             t = _now()
             try:
@@ -121,7 +123,7 @@ class Stages:
                 if stages.active:
                     stages.calls[attr + "#"] = stages.calls.get(attr + "#", 0) + 1
                 stages.add(label, _now() - t)
-                if stages.active:
+                if stages.active and stages.record_mem:
                     stages.peak_after[label] = peak_rss_mb()
 
         _patch(owner, attr, timed)
@@ -130,6 +132,15 @@ class Stages:
 
 def _summ(xs: list[float]) -> dict[str, float]:
     return {"median_s": statistics.median(xs), "min_s": min(xs), "max_s": max(xs), "first_s": xs[0]}
+
+
+DECODE_TOP = ("parse", "dequantize", "synthesis", "to_uint8")
+ENCODE_TOP = ("analysis", "code", "reconstruct")
+
+
+def _with_other(acc: dict[str, float], total: float, top: tuple[str, ...]) -> dict[str, float]:
+    """This run's stage times plus 'other' = total minus the top-level stages."""
+    return {**acc, "other": total - sum(acc.get(k, 0.0) for k in top)}
 
 
 def _stage_medians(per_run: list[dict[str, float]]) -> dict[str, float]:
@@ -214,8 +225,8 @@ def _op_decode(spec: dict, res: dict) -> None:
         t = _now()
         out = D.decode_bytes(data, models, limits)
         times.append(_now() - t)
-        st.active = False
-        stages.append(dict(st.acc))
+        st.active = st.record_mem = False
+        stages.append(_with_other(st.acc, times[-1], DECODE_TOP))
     res.update(_summ(times))
     res["times"] = times
     res["stages"] = _stage_medians(stages)
@@ -334,8 +345,8 @@ def _op_encode(spec: dict, res: dict) -> None:
             info = {"model": entries[mi].name, "target_index": entries[mi].target_index, "delta_code": code,
                     "probes": 1, "analyses": 1}
         times.append(_now() - t)
-        st.active = False
-        stages.append(dict(st.acc))
+        st.active = st.record_mem = False
+        stages.append(_with_other(st.acc, times[-1], ENCODE_TOP))
     res.update(_summ(times))
     res.update(info)
     res["times"] = times
@@ -367,6 +378,16 @@ def _op_anchor(spec: dict, res: dict) -> None:
     res["load_trace_s"] = _now() - t
     res["rss_ready_mb"] = current_rss_mb()
     times = []
+    if spec["op"] == "anchor_match":   # rate-match the knob to spec["target"] (untimed set-up step)
+        from evaluation.ratematch import TrialCache, match_rate
+        rgb = np.load(spec["image"])
+        h, w = rgb.shape[:2]
+        t = _now()
+        cache = TrialCache(lambda k: codec.encode(rgb, k), w, h)
+        m = match_rate(cache, codec.knob, float(spec["target"]))
+        res.update({"knob": m.knob, "bpp": m.bpp, "within_band": m.within_band, "calls": cache.calls,
+                    "search_s": _now() - t, "height": h, "width": w})
+        return
     if spec["op"] == "anchor_encode":
         rgb = np.load(spec["image"])
         h, w = rgb.shape[:2]
@@ -397,7 +418,7 @@ def _op_anchor(spec: dict, res: dict) -> None:
 OPS: dict[str, Callable[[dict, dict], None]] = {
     "startup_decode": _op_decode, "decode": _op_decode, "profile_synthesis": _op_profile_synthesis,
     "startup_encode": _op_encode, "encode_search": _op_encode, "encode_fixed": _op_encode,
-    "anchor_encode": _op_anchor, "anchor_decode": _op_anchor,
+    "anchor_match": _op_anchor, "anchor_encode": _op_anchor, "anchor_decode": _op_anchor,
 }
 
 

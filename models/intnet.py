@@ -91,9 +91,22 @@ class IntHyperSynthesis:
         return self.layers[-1].weight.shape[-1]
 
     def run(self, z_hat: np.ndarray, backend: str = "blas") -> tuple[np.ndarray, np.ndarray]:
-        """(h, w, Cz) ints -> (mu_q, log2_sigma_q), each (4h, 4w, M) int32 at Q8."""
-        dtype = {"blas": np.float64, "int64": np.int64}[backend]
-        a = np.clip(np.asarray(z_hat, np.int64), -Z_MAX, Z_MAX).astype(dtype)
+        """(h, w, Cz) ints -> (mu_q, log2_sigma_q), each (4h, 4w, M) int32 at Q8.
+
+        backend: 'blas' (float64 BLAS, what the codec runs), 'int64' (numpy
+        integers) or 'tf64' (TensorFlow float64 convolutions on the CPU, an
+        independent implementation). All three must agree exactly.
+        """
+        z = np.clip(np.asarray(z_hat, np.int64), -Z_MAX, Z_MAX)
+        out = self._run_tf64(z) if backend == "tf64" else self._run_numpy(z, {"blas": np.float64, "int64": np.int64}[backend])
+        out = out.astype(np.int64).astype(np.int32)
+        m = out.shape[-1] // 2
+        mu_q = out[..., :m]
+        log2_sigma_q = np.clip(out[..., m:], scale_table.LOG2_MIN_Q, scale_table.LOG2_MAX_Q)
+        return mu_q, log2_sigma_q
+
+    def _run_numpy(self, z: np.ndarray, dtype) -> np.ndarray:
+        a = z.astype(dtype)
         for layer in self.layers:
             if layer.kind == "deconv":
                 acc = _deconv_same(a, layer.weight, layer.stride, dtype)
@@ -102,13 +115,27 @@ class IntHyperSynthesis:
             acc = acc + layer.bias.astype(dtype)
             if layer.relu:
                 acc = np.maximum(acc, 0)
-            a = _rshift_round(acc, layer.in_frac + layer.w_frac - layer.out_frac)
-            a = np.clip(a, -ACT_MAX, ACT_MAX)
-        out = a.astype(np.int64).astype(np.int32)
-        m = out.shape[-1] // 2
-        mu_q = out[..., :m]
-        log2_sigma_q = np.clip(out[..., m:], scale_table.LOG2_MIN_Q, scale_table.LOG2_MAX_Q)
-        return mu_q, log2_sigma_q
+            a = np.clip(_rshift_round(acc, layer.in_frac + layer.w_frac - layer.out_frac), -ACT_MAX, ACT_MAX)
+        return a
+
+    def _run_tf64(self, z: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+        with tf.device("/CPU:0"):
+            a = tf.constant(z[None], tf.float64)
+            for l in self.layers:
+                w = tf.constant(l.weight, tf.float64)
+                if l.kind == "deconv":
+                    shape = [1, a.shape[1] * l.stride, a.shape[2] * l.stride, l.weight.shape[-1]]
+                    acc = tf.nn.conv2d_transpose(a, tf.transpose(w, [0, 1, 3, 2]), shape, l.stride, "SAME")
+                else:
+                    acc = tf.nn.conv2d(a, w, 1, "SAME")
+                acc = acc + tf.constant(l.bias, tf.float64)
+                if l.relu:
+                    acc = tf.maximum(acc, 0.0)
+                k = l.in_frac + l.w_frac - l.out_frac
+                acc = tf.floor((acc + 2.0 ** (k - 1)) / 2.0 ** k) if k > 0 else acc * 2.0 ** -k
+                a = tf.clip_by_value(acc, -ACT_MAX, ACT_MAX)
+            return a.numpy()[0]
 
     # -- storage ---------------------------------------------------------------
     def to_arrays(self, prefix: str = "hs") -> tuple[dict, dict[str, np.ndarray]]:

@@ -34,6 +34,7 @@ from conformance.report import CheckResult, Table
 
 GPU_MSG = "GPU: not available, parity proven on CPU configurations only"
 WEIGHT_EPS = 1e-6
+STRESS_SCALE = 300
 SYNTH_STREAMS = 3
 
 
@@ -153,14 +154,34 @@ def _hyper_part(ctx, r: CheckResult, streams: list, variants: dict[str, Variant]
                 r.fail(f"hyper path '{name}' moved {v['moved']} of {v['values']} integer outputs "
                        f"({v['indices_moved']} scale indices) vs BLAS float64", image=s.image, target=s.target)
         rows.append([s.image, f"{s.target:.2f}", model.entry.name, "x".join(map(str, parsed.z_hat.shape)),
-                     *[f"{v['moved']}/{v['values']}" for v in res.values()]])
-        f32 = compare_hyper(model.intnet, parsed.z_hat, parsed.header.delta_code, {"f32": float32_run})["f32"]
-        sens.append(f32["indices_moved"] / max(f32["indices"], 1))
-    r.tables.append(Table("Integer hyper path under perturbation: outputs moved vs the decoder's BLAS float64 path",
-                          ["image", "target", "model", "z_hat", *variants], rows))
+                     *[f"{v['moved']}/{v['values']}" for v in res.values()], "-"])
+    # Stress: every model on a large-magnitude synthetic z_hat, where a non-exact path does move.
+    rng = np.random.default_rng(ctx.opts.seed)
+    done = set()
+    for e in models.registry.entries:
+        if e.hash in done:
+            continue
+        done.add(e.hash)
+        model = models.get(D.Header(e.target_index, e.hash16, 1, 1, 128))
+        c = model.intnet.layers[0].weight.shape[2]
+        from models.intnet import Z_MAX
+        z = np.clip(np.round(rng.normal(0, STRESS_SCALE, (8, 12, c))), -Z_MAX, Z_MAX).astype(np.int32)
+        z[0, 0, :2] = Z_MAX, -Z_MAX
+        res = compare_hyper(model.intnet, z, 128, {**variants, "float32": float32_run})
+        f32 = res.pop("float32")
+        for name, v in res.items():
+            if v["moved"]:
+                r.fail(f"hyper path '{name}' moved {v['moved']} of {v['values']} integer outputs on a stress z_hat "
+                       f"(model {e.name})")
+        rows.append([f"stress z ~ N(0, {STRESS_SCALE})", "-", e.name, "x".join(map(str, z.shape)),
+                     *[f"{v['moved']}/{v['values']}" for v in res.values()], f"{f32['moved']}/{f32['values']}"])
+        sens.append(f32["moved"])
+    r.tables.append(Table("Integer hyper path under perturbation: outputs moved vs the decoder's BLAS float64 path "
+                          "(float32: a deliberately inexact path, shows the test's sensitivity; not a failure)",
+                          ["image", "target", "model", "z_hat", *variants, "float32"], rows))
     r.figures["hyper_cases"] = len(rows)
     if sens:
-        r.figures["float32_hyper_would_flip_scale_indices_pct"] = round(100 * max(sens), 3)
+        r.figures["float32_path_moved_outputs_on_stress_z"] = int(sum(sens))
 
 
 def _synth_part(ctx, r: CheckResult, streams: list, eps: float = WEIGHT_EPS) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -37,9 +38,15 @@ from conformance.report import CheckResult, Table
 
 FULL_CASES, QUICK_CASES = 300, 100
 FULL_CLI, QUICK_CLI = 6, 3
+MEMORY_RE = re.compile(r"MemoryError|Unable to allocate|out of memory|OOM|bad_alloc", re.I)
 HARD_GRACE = 15.0            # seconds past the case timeout before the worker is killed
 STARTUP_TIMEOUT = 180.0
-CLI_KINDS = ("control", "g-empty", "g-huge-random", "dims-65536x1525", "flip-crc", "truncate")
+# Real-CLI runs: one case of each, in this order (all quick to decide; the expensive ones stay in the worker).
+CLI_PICKS = (("control", lambda c: c.kind == "control"), ("empty file", lambda c: c.id == "g-empty"),
+             ("wrong model id", lambda c: c.id.split("-", 1)[-1].startswith("hash-")),
+             ("random bytes", lambda c: c.id == "g-random-1000"),
+             ("length past the end", lambda c: c.id.endswith("zlen-past-end")),
+             ("truncated", lambda c: c.kind == "truncate"))
 
 
 @dataclass
@@ -205,7 +212,7 @@ def _argv(src: Path, out: Path, registry: str | None) -> list[str]:
 
 def run_cases(cases: list[mutate.Case], work: Path, registry: str | None, *, decoder_main: str = "decoder.__main__:main",
               warm: bool = True, case_timeout: float = 30.0, mem_limit_gb: float = 4.0, hard_grace: float = HARD_GRACE,
-              bar=None) -> tuple[list[CaseResult], int]:
+              bar=None, stop_on_violation: bool = False) -> tuple[list[CaseResult], int]:
     """All cases through the worker; returns the results and how many times the worker was (re)started."""
     worker = Worker(decoder_main, mem_limit_gb, warm, work / "worker.log")
     results = []
@@ -237,6 +244,8 @@ def run_cases(cases: list[mutate.Case], work: Path, registry: str | None, *, dec
             if bar is not None:
                 bar.set_postfix_str(f"{case.id} {res.outcome}")
                 bar.update(1)
+            if stop_on_violation and not res.ok:
+                break
     finally:
         worker.close()
     return results, worker.starts
@@ -265,10 +274,10 @@ def run_cli_cases(cases: list[mutate.Case], work: Path, registry: str | None, *,
 
 
 def pick_cli_cases(cases: list[mutate.Case], k: int) -> list[mutate.Case]:
-    """One case of each interesting kind (control first), then whatever is left, up to k."""
+    """One case of each kind in CLI_PICKS (control first), up to k."""
     picked = []
-    for key in CLI_KINDS:
-        c = next((c for c in cases if (c.kind == key or c.id.endswith(key) or c.id == key) and c not in picked), None)
+    for _name, pred in CLI_PICKS:
+        c = next((c for c in cases if pred(c) and c not in picked), None)
         if c is not None:
             picked.append(c)
     return picked[:k]
@@ -317,7 +326,7 @@ def summarize(r: CheckResult, results: list[CaseResult], cli_results: list[CaseR
                               ["case", "detail", "exit", "outcome", "stderr", "seconds", "ok"],
                               [[x.id, x.detail, x.rc, x.outcome, x.message[:90], f"{x.seconds:.1f}",
                                 "yes" if x.ok else f"NO: {x.violation}"] for x in cli_results]))
-    mem = sum("MemoryError" in x.message for x in results)
+    mem = sum(bool(MEMORY_RE.search(x.message)) for x in results)
     r.figures.update(cases=len(results), cli_runs=len(cli_results),
                      decoded=sum(x.outcome == "decoded" for x in results),
                      rejected=sum(x.outcome == "rejected" for x in results),
@@ -341,7 +350,7 @@ def check(ctx, decoder_main: str = "decoder.__main__:main", cli: tuple[str, ...]
     t_worker = time.perf_counter() - t0
     cli_cases = pick_cli_cases(cases, QUICK_CLI if ctx.opts.quick else FULL_CLI)
     cli_results = run_cli_cases(cli_cases, work, ctx.opts.registry, cli=cli, mem_limit_gb=ctx.opts.mem_limit_gb,
-                                timeout=max(120.0, 4 * ctx.opts.case_timeout))
+                                timeout=60.0 + 2 * ctx.opts.case_timeout)
     summarize(r, results, cli_results, ctx.opts.report_dir, cases)
     with open(ctx.opts.report_dir / "robustness.jsonl", "w") as f:
         for x in results + cli_results:
