@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -213,7 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     it = iter(ds)
     t0, s0 = time.time(), int(step_var)
     ema, window = None, []
+    stop = {"signal": None}
+
+    def _on_signal(signum, _frame):  # finish the step, save, exit: background runs die with sessions
+        stop["signal"] = signum
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _on_signal)
     while int(step_var) < end:
+        if stop["signal"] is not None:
+            manager.save(checkpoint_number=int(step_var))
+            save_state(model, int(step_var), state_path, cfg.__dict__, state_extra())
+            log.info("signal %d: saved state at step %d and stopped", stop["signal"], int(step_var))
+            break
         loss, bpp, mse = train_step(next(it))
         step_var.assign_add(1)
         step = int(step_var)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -101,3 +102,24 @@ def test_learning_rate_follows_schedule_inside_tf_function():
         step.assign(s)
         seen.append(float(train()))
     assert seen == pytest.approx([1e-5, 1e-3, 1e-3, 1e-4], rel=1e-5)
+
+
+def test_sigterm_saves_state_and_stops(small_data, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen([sys.executable, *_args(small_data, tmp_path, 100000, ["--no-export"])], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "runs" / "t" / "train.log"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.exists() and "step 10 loss" in log.read_text()):
+        time.sleep(1)
+    proc.terminate()
+    assert proc.wait(timeout=120) == 0
+    text = log.read_text()
+    assert "saved state at step" in text
+    step = int(re.search(r"saved state at step (\d+)", text).group(1))
+    meta = json.loads(str(np.load(tmp_path / "state" / "t.npz")["meta"]))
+    assert step >= 10 and meta["step"] == step
