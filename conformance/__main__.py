@@ -51,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of 8-bit RGB images (png, ppm, bmp, tif, ...)")
     p.add_argument("--targets", default="all",
                    help="'all' (the 8 challenge targets) or comma-separated bpp values, e.g. 0.25,0.5")
-    p.add_argument("--report", default="conformance-report", metavar="OUTDIR",
+    p.add_argument("--report", default="runs/conformance", metavar="OUTDIR",
                    help="output folder for report.json, report.md, the encoded streams and failing robustness cases "
-                        "(default: ./conformance-report)")
+                        "(default: runs/conformance, git-ignored)")
     p.add_argument("--quick", action="store_true",
                    help="faster run: determinism/parity on the first 2 images with 3 runtime configurations, "
                         "100 robustness cases and 3 real-CLI runs (rate is always checked on every pair)")
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RLIMIT_AS for every robustness decoder process, in GiB (default 4)")
     p.add_argument("--golden-dir", default=None, help="golden stream folder (default: conformance/streams)")
     p.add_argument("--kodak", default=None, help="Kodak folder for the golden sources (default: ../shared/data/kodak)")
+    p.add_argument("--configs", default=None,
+                   help="determinism: comma-separated runtime configurations to run, the first being the reference "
+                        "(default: all 5, or the first 3 with --quick); names in conformance/README.md")
     p.add_argument("--keep-work", action="store_true", help="keep decoded images and robustness cases under OUTDIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -90,10 +93,16 @@ def options(args: argparse.Namespace):
     if args.cases is not None and args.cases < 1:
         raise UsageError("--cases must be at least 1")
     load_exclusions(args.exclusions)          # fail fast on a bad file, before anything is encoded
+    from conformance.checks.determinism import CONFIGS
+    configs = tuple(c.strip() for c in args.configs.split(",") if c.strip()) if args.configs else None
+    unknown = [c for c in configs or () if c not in {x.name for x in CONFIGS}]
+    if unknown:
+        raise UsageError(f"unknown configuration(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(x.name for x in CONFIGS)}")
     o = Options(images, parse_targets(args.targets), Path(args.report), registry=args.registry,
                 exclusions=Path(args.exclusions) if args.exclusions else None, quick=args.quick, checks=checks,
                 seed=args.seed, cases=args.cases, case_timeout=args.case_timeout, mem_limit_gb=args.mem_limit_gb,
-                keep_work=args.keep_work, progress=not args.no_progress)
+                keep_work=args.keep_work, progress=not args.no_progress, configs=configs)
     if args.golden_dir:
         o.golden_dir = Path(args.golden_dir)
     if args.kodak:
@@ -102,9 +111,12 @@ def options(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
+    import shlex
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         opts = options(args)
+        opts.command = "python -m conformance " + shlex.join(argv)
         from encoder.imageio import image_paths
         image_paths(opts.images_dir)           # "no images" is a usage error
         from models.weights import load_registry
@@ -114,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from conformance import report
     from conformance.suite import run
-    results, meta = run(opts)
+    try:
+        results, meta = run(opts)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     pj, pm = report.write(opts.report_dir, meta, results)
     ok = all(r.passed for r in results)
     for r in results:

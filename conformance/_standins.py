@@ -68,6 +68,16 @@ def traceback(argv: list[str]) -> int:
     raise RuntimeError("unexpected\nsecond line")
 
 
+def hog(argv: list[str]) -> int:
+    """Tries to allocate 8 GiB: under the RLIMIT_AS cap this must fail, not succeed."""
+    try:
+        block = bytearray(8 << 30)
+    except MemoryError:
+        return _reject("MemoryError: 8 GiB refused")
+    del block
+    return _reject("allocated 8 GiB: no memory cap")
+
+
 def chatty(argv: list[str]) -> int:
     """Rejects with a three-line message."""
     print("error: bad stream\n  detail 1\n  detail 2", file=sys.stderr)

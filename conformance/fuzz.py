@@ -1,6 +1,6 @@
 """Fuzz target for the decoder, for runs longer than the robustness check.
 
-  python -m conformance.fuzz [--registry R] [--examples 2000] [--seed 0] [--out fuzz-findings]
+  python -m conformance.fuzz [--registry R] [--examples 2000] [--seed 0] [--out runs/fuzz-findings]
   python -m conformance.fuzz --engine atheris -- -max_total_time=600    # coverage-guided, if atheris is installed
 
 Property, on the library API (decoder.decode.decode_bytes): every input either
@@ -177,9 +177,26 @@ def run_atheris(target: Target, seeds: list[bytes], libfuzzer_args: list[str], o
         stream = fdp.ConsumeBytes(fdp.remaining_bytes())
         target(mutate.crc_fix(stream) if fix and len(stream) >= 4 else stream)
 
+    _instrument(atheris)
     atheris.Setup([sys.argv[0], str(corpus), *libfuzzer_args], one)
     atheris.Fuzz()
     return 0
+
+
+def _instrument(atheris) -> None:
+    """Coverage for the codec's own Python (decoder.*, models.*) only: instrumenting TensorFlow would crawl."""
+    import inspect
+    seen = set()
+    for name, mod in list(sys.modules.items()):
+        if not name.split(".")[0] in ("decoder", "models") or mod is None:
+            continue
+        for obj in vars(mod).values():
+            fns = [obj] if inspect.isfunction(obj) else (
+                [f for f in vars(obj).values() if inspect.isfunction(f)] if inspect.isclass(obj) else [])
+            for f in fns:
+                if getattr(f, "__module__", "").split(".")[0] in ("decoder", "models") and id(f) not in seen:
+                    seen.add(id(f))
+                    atheris.instrument_func(f)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default=None, help="folder of *.bit seed streams (default: encode a Kodak crop)")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds allowed per input (default 20)")
     p.add_argument("--mem-limit-gb", type=float, default=4.0, help="RLIMIT_AS for this process (default 4, 0 = none)")
-    p.add_argument("--out", default="fuzz-findings", help="where failing and hanging inputs are saved")
+    p.add_argument("--out", default="runs/fuzz-findings",
+                   help="where failing and hanging inputs (and the atheris corpus) go (default: runs/fuzz-findings)")
     args = p.parse_args(argv)
     try:
         from conformance.worker import set_memory_limit

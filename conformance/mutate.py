@@ -123,7 +123,8 @@ def garbage(hashes: Mapping[int, int], rng: random.Random, max_pixels: int) -> l
     big_h = max_pixels // 65536
     out = [Case("g-empty", "garbage", "empty file", b"", "reject"),
            Case("g-R", "garbage", "the magic byte alone", b"R", "reject"),
-           Case("g-13", "garbage", "13 bytes: one short of the smallest stream", raw_stream(target_index=ti, model_hash16=hv)[:13], "reject"),
+           Case("g-13", "garbage", "13 bytes: one short of the smallest stream",
+                raw_stream(target_index=ti, model_hash16=hv)[:13], "reject"),
            Case("g-zeros14", "garbage", "14 zero bytes", bytes(14), "reject"),
            Case("g-png", "garbage", "a PNG signature", b"\x89PNG\r\n\x1a\n" + bytes(64), "reject")]
     for n in (16, 100, 1000, 65536):

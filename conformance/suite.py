@@ -42,6 +42,8 @@ class Options:
     kodak_dir: Path = KODAK
     keep_work: bool = False
     progress: bool = True
+    configs: tuple[str, ...] | None = None   # decode runtime configurations by name (None: all, or 3 with quick)
+    command: str = ""                        # as typed, for the report
 
 
 @dataclass
@@ -160,6 +162,7 @@ def _check_fn(name: str) -> Callable[[Context], CheckResult]:
 
 def run(opts: Options) -> tuple[list[CheckResult], dict]:
     """All requested checks; returns the results and the report's metadata."""
+    from models.targets import TARGETS
     from models.weights import load_registry, registry_path
     from decoder.runtime import configure
     t0 = time.perf_counter()
@@ -168,10 +171,10 @@ def run(opts: Options) -> tuple[list[CheckResult], dict]:
     opts.report_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="work.", dir=opts.report_dir))
     ctx = Context(opts, registry, load_images(opts.images_dir), work)
-    meta = {"command": " ".join(sys.argv) if sys.argv else "", "images_dir": str(opts.images_dir),
+    meta = {"command": opts.command, "images_dir": str(opts.images_dir),
             "images": len(ctx.images), "targets": ", ".join(f"{t:.2f}" for t in opts.targets),
             "registry": str(registry_path(opts.registry)),
-            "models": {str(e.target_index): f"{e.name} {e.hash}" for e in registry.entries},
+            "models": "; ".join(f"{TARGETS[e.target_index]:.2f}: {e.name} {e.hash}" for e in registry.entries),
             "mode": "quick" if opts.quick else "full", "seed": opts.seed}
     results: list[CheckResult] = []
     try:
@@ -184,7 +187,8 @@ def run(opts: Options) -> tuple[list[CheckResult], dict]:
             try:
                 r = _check_fn(name)(ctx)
             except Exception as e:  # noqa: BLE001 - a broken check is a failed check, never a pass
-                r = CheckResult(name, False, f"check raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                first = str(e).splitlines()[0] if str(e) else ""
+                r = CheckResult(name, False, f"check raised {type(e).__name__}: {first}")
                 r.fail(r.summary)
             r.seconds = time.perf_counter() - t1
             results.append(r)

@@ -27,6 +27,7 @@ def test_usage_errors_are_one_line(tmp_path):
     for args, needle in [([str(tmp_path / "nope")], "not a folder"),
                          ([str(tmp_path), "--targets", "abc"], "not a number"),
                          ([str(tmp_path), "--checks", "speed"], "unknown check"),
+                         ([str(tmp_path), "--configs", "t9"], "unknown configuration"),
                          ([str(tmp_path)], "no images")]:
         r = _cli(args)
         lines = [l for l in r.stderr.splitlines() if l.strip()]

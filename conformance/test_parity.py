@@ -87,7 +87,7 @@ def test_gpu_parity_is_not_claimed_unless_measured(monkeypatch, tmp_path):
                        meta={"gpu_report": {"peak_bytes": 0, "tf32": False, "device_name": "fake"}})
     monkeypatch.setattr(P, "decode_runs", lambda ctx, streams: {Dt.CONFIGS[0].name: cpu})
     monkeypatch.setattr(P, "run_decoder_batch", lambda *a, **k: gpu)
-    ctx = SimpleNamespace(work=tmp_path, opts=SimpleNamespace(registry=None))
+    ctx = SimpleNamespace(work=tmp_path, opts=SimpleNamespace(registry=None, quick=False, configs=None))
     streams = [SimpleNamespace(path=tmp_path / "a.bit", image="a.png", target=0.25)]
     r = CheckResult("parity", True, "")
     P._gpu_part(ctx, r, streams, ["/physical_device:GPU:0"])

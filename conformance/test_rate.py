@@ -79,12 +79,14 @@ def test_per_target_table_statistics(tmp_path):
     bpps = [8 * n / 8000 for n in sizes]
     assert row[0] == "0.25" and row[1] == "3/3"
     assert row[2] == f"{np.mean(bpps):.4f}" and row[3] == f"{np.var(bpps, ddof=1):.3g}"
-    assert row[4] == f"{min(b / 0.25 - 1 for b in bpps) * 100:+.2f}" and row[5] == f"{max(b / 0.25 - 1 for b in bpps) * 100:+.2f}"
+    devs = [(b / 0.25 - 1) * 100 for b in bpps]
+    assert row[4] == f"{min(devs):+.2f}" and row[5] == f"{max(devs):+.2f}"
 
 
 def test_exclusions_file_formats(tmp_path):
     y = tmp_path / "e.yaml"
-    y.write_text("exclusions:\n  - {image: kodim05.png, target: 0.06, reason: flat}\n  - {image: kodim01, target: all}\n")
+    y.write_text("exclusions:\n  - {image: kodim05.png, target: 0.06, reason: flat}\n"
+                 "  - {image: kodim01, target: all}\n")
     ex = R.load_exclusions(y)
     assert ex[0].matches("kodim05.png", 0.06) and not ex[0].matches("kodim05.png", 0.12)
     assert ex[1].matches("kodim01.png", 2.0) and ex[1].target is None

@@ -72,8 +72,8 @@ class EncoderModel:
         h, w = rgb.shape[:2]
         y = self.transform(rgb)
         z = self._h_a(y[None])[0].numpy()
-        z_hat = np.clip(np.round(z), -Z_MAX, Z_MAX).astype(np.int32)
-        z_idx = np.broadcast_to(np.arange(z_hat.shape[-1], dtype=np.int32), z_hat.shape)
+        z_idx = np.broadcast_to(np.arange(z.shape[-1], dtype=np.int32), z.shape)
+        z_hat = self.dec.z_table.clamp(np.clip(np.round(z), -Z_MAX, Z_MAX), z_idx)
         z_bytes = coding.encode(z_hat, z_idx, self.dec.z_table)
         mu_q, log2_sigma_q = self.dec.intnet.run(z_hat)
         return Analysed(self, w, h, y, z_bytes, mu_q, log2_sigma_q)
@@ -91,8 +91,9 @@ class Analysed:
 
     def symbols(self, delta_code: int) -> tuple[np.ndarray, np.ndarray]:
         mu = self.mu_q.astype(np.float32) / np.float32(1 << S.Q)
-        s = np.round((self.y - mu) / np.float32(S.delta(delta_code))).astype(np.int32)
-        return s, S.scale_index(self.log2_sigma_q, delta_code)
+        s = np.round((self.y - mu) / np.float32(S.delta(delta_code)))
+        idx = S.scale_index(self.log2_sigma_q, delta_code)
+        return self.model.dec.y_table.clamp(np.clip(s, -(1 << 30), 1 << 30), idx), idx
 
     def code(self, delta_code: int, target_index: int) -> bytes:
         s, idx = self.symbols(delta_code)

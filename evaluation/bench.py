@@ -4,7 +4,7 @@
                                [--registry PATH] [--out OUTDIR] [--skip-anchors] [--include-8k]
 
 Every operation runs in its own fresh process (`evaluation.bench_worker`), so
-its peak RSS (ru_maxrss) and its start-up are its own. Inside a worker the
+its peak RSS (VmHWM / ru_maxrss) and its start-up are its own. Inside a worker the
 operation runs `--runs` times after a tiny warm-up (model load + tf.function
 trace) and the median is reported. Test images are made on the fly from Kodak
 (768x512: kodim23; larger sizes: a mosaic of Kodak images) in a temporary
@@ -270,6 +270,10 @@ def ratio(a: Any, b: Any) -> str:
     return f"{a / b:.2f}x"
 
 
+def spread(res: dict | None) -> str:
+    return f"{res['min_s']:.2f}-{res['max_s']:.2f}" if _ok(res) else "-"
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     cols = list(zip(header, *rows)) if rows else [(h,) for h in header]
     widths = [max(len(str(c)) for c in col) for col in cols]
@@ -473,14 +477,15 @@ def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed) 
         es, ef = get(s, "ours", "encode_search"), get(s, "ours", "encode_fixed")
         if not (es or ef) or s == f"{SIZE_8K[0]}x{SIZE_8K[1]}" and not es:
             continue
-        row = [s, fs(_med(es)), fs(_med(ef)), ratio(_med(es), _med(ef))]
+        row = [s, fs(_med(es)), spread(es), fs(_med(ef)), spread(ef), ratio(_med(es), _med(ef))]
         for a in anchors:
             ae = get(s, a, "encode")
             row += [fs(_med(ae)), ratio(_med(es), _med(ae))]
         row.append(f"{es.get('analyses', '-')}/{es.get('probes', '-')}" if _ok(es) else "-")
         rows.append(row)
     L.append("\nENCODE, seconds (median); ours/anchor uses the rate-search encode")
-    L.append(table(["size", "ours search", "ours fixed", "search/fixed", *a_hdr, "analyses/probes"], rows))
+    L.append(table(["size", "ours search", "min-max", "ours fixed", "min-max", "search/fixed", *a_hdr,
+                    "analyses/probes"], rows))
 
     # Decode
     rows = []
@@ -488,14 +493,14 @@ def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed) 
         d = get(s, "ours", "decode")
         if not d:
             continue
-        row = [s, fs(_med(d)), fs(d.get("first_s")) if _ok(d) else "-",
+        row = [s, fs(_med(d)), spread(d), fs(d.get("first_s")) if _ok(d) else "-",
                fs(d["width"] * d["height"] / 1e6 / d["median_s"], 1) if _ok(d) else "-"]
         for a in anchors:
             ad = get(s, a, "decode")
             row += [fs(_med(ad)), ratio(_med(d), _med(ad))]
         rows.append(row)
     L.append("\nDECODE, seconds (median; 'first' = first decode at this size in the process, after warm-up)")
-    L.append(table(["size", "ours", "ours first", "ours MP/s", *a_hdr], rows))
+    L.append(table(["size", "ours", "min-max", "ours first", "ours MP/s", *a_hdr], rows))
 
     # Peak RSS
     rows = []
@@ -506,7 +511,8 @@ def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed) 
         d = get(s, "ours", "decode")
         row.append(fmib(d.get("rss_ready_mb")) if _ok(d) else "-")
         rows.append(row)
-    L.append("\nPEAK RSS, MiB (ru_maxrss of the operation's own process; ffmpeg's for hevc); "
+    L.append("\nPEAK RSS, MiB (high-water mark of the operation's own process, VmHWM; for hevc the larger of "
+             "the worker and its ffmpeg child, ru_maxrss of RUSAGE_CHILDREN); "
              "'dec ready' = decoder RSS after start-up, before decoding")
     L.append(table(["size", "ours enc search", "ours enc fixed", "ours dec",
                     *[x for a in anchors for x in (f"{a} enc", f"{a} dec")], "ours dec ready"], rows))
@@ -520,7 +526,7 @@ def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed) 
         rows.append([s, fmib(d.get("rss_ready_mb")), fmib(pa.get("parse")), fmib(pa.get("synthesis")),
                      fmib(pa.get("to_uint8")), fmib(d.get("peak_rss_mb")),
                      fs((d["peak_rss_mb"] - d["rss_ready_mb"]) * MIB / (d["width"] * d["height"]), 1)])
-    L.append("\nDECODE MEMORY, MiB: RSS when ready, then the process peak (ru_maxrss) after each stage of the "
+    L.append("\nDECODE MEMORY, MiB: RSS when ready, then the process peak (VmHWM) after each stage of the "
              "first run; B/px = (peak - ready) / pixels")
     L.append(table(["size", "ready", "after parse", "after synthesis", "after to_uint8", "peak", "B/px"], rows))
 

@@ -21,7 +21,7 @@ def y_table() -> CdfTable:
         tfc.NoisyNormal, S.NUM_SCALES, lambda i: tf.gather(sig, tf.cast(i, tf.int32)),
         coding_rank=1, compression=True, tail_mass=S.TAIL_MASS,
         range_coder_precision=S.RANGE_CODER_PRECISION)
-    return CdfTable(em.cdf.numpy().astype(np.int32), em.cdf_offset.numpy().astype(np.int32))
+    return CdfTable.from_tfc(em.cdf.numpy(), em.cdf_offset.numpy())
 
 
 def z_table(prior) -> CdfTable:
@@ -30,4 +30,4 @@ def z_table(prior) -> CdfTable:
     em = tfc.ContinuousBatchedEntropyModel(
         prior, coding_rank=1, compression=True, offset_heuristic=False, tail_mass=S.TAIL_MASS,
         range_coder_precision=S.RANGE_CODER_PRECISION)
-    return CdfTable(em.cdf.numpy().astype(np.int32), em.cdf_offset.numpy().astype(np.int32))
+    return CdfTable.from_tfc(em.cdf.numpy(), em.cdf_offset.numpy())

@@ -114,7 +114,8 @@ def save_model(prefix: Path, widths: dict, synthesis: list[np.ndarray], intnet: 
     hs_meta, hs_arrays = intnet.to_arrays()
     dec = {f"syn{i:03d}": w.astype(np.float16) for i, w in enumerate(synthesis)}
     dec.update(hs_arrays)
-    dec.update({"z_cdf": z_table.cdf, "z_offset": z_table.offset, "y_cdf": y_table.cdf, "y_offset": y_table.offset})
+    for key, t in (("z", z_table), ("y", y_table)):
+        dec.update({f"{key}_cdf": t.cdf, f"{key}_offset": t.offset, f"{key}_length": t.length})
     meta = {"format": FORMAT_VERSION, "widths": widths, "hyper_synthesis": hs_meta, "info": info}
     prefix = Path(prefix)
     _save_npz(prefix.with_name(prefix.name + ".dec.npz"), meta, dec)
@@ -162,8 +163,15 @@ def load_decoder_model(entry: Entry) -> DecoderModel:
     syn.build((None, None, None, widths["latent_channels"]))
     syn.set_weights(_ordered(arrays, "syn"))
     return DecoderModel(entry, widths, syn, IntHyperSynthesis.from_arrays(meta["hyper_synthesis"], arrays),
-                        CdfTable(arrays["z_cdf"], arrays["z_offset"]),
-                        CdfTable(arrays["y_cdf"], arrays["y_offset"]), meta.get("info", {}))
+                        _table(arrays, "z"), _table(arrays, "y"), meta.get("info", {}))
+
+
+def _table(arrays: dict[str, np.ndarray], key: str) -> CdfTable:
+    t = CdfTable(arrays[f"{key}_cdf"].astype(np.int32), arrays[f"{key}_offset"].astype(np.int32),
+                 arrays[f"{key}_length"].astype(np.int32))
+    if np.any(t.length < 1) or int(t.length.sum()) + 2 * t.rows != t.cdf.size or np.any(t.cdf[:1] <= 0):
+        raise ValueError(f"{key} CDF table is malformed")
+    return t
 
 
 def load_encoder_transforms(entry: Entry):

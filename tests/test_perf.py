@@ -70,6 +70,7 @@ def test_large_decode_memory_is_bounded_by_tiling(large_stream, tiny_registry, t
     def synth_increase(res: dict) -> float:
         return (res["peak_rss_after_mb"]["synthesis"] - res["rss_before_mb"]["synthesis"]) * MIB
 
+    print("PERFDBG", synth_increase(tiled) / MIB, synth_increase(whole) / MIB, synth_bound / MIB, tiled["rss_before_mb"], tiled["peak_rss_after_mb"], whole["rss_before_mb"], whole["peak_rss_after_mb"])
     assert synth_increase(tiled) < synth_bound, (synth_increase(tiled) / MIB, synth_bound / MIB)
     assert synth_increase(whole) > synth_bound, (synth_increase(whole) / MIB, synth_bound / MIB)
     # The whole decode: whole-image buffers (float image, uint8 conversion temporaries, latents) + one tile.

@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from conformance.checks.determinism import (CONFIGS, RECON_TOL, RuntimeConfig, compare_runs, decode_in_process,
+from conformance.checks.determinism import (RECON_TOL, RuntimeConfig, compare_runs, configs_for, decode_in_process,
                                             decode_runs, run_decoder_batch, subset)
 from conformance.common import fmt_db, max_abs_diff, psnr
 from conformance.report import CheckResult, Table
@@ -96,7 +96,10 @@ def float32_run(net, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if l.relu:
             acc = np.maximum(acc, 0)
         k = l.in_frac + l.w_frac - l.out_frac
-        a = np.floor((acc + np.float32(2.0 ** (k - 1))) / np.float32(2.0 ** k)) if k > 0 else acc * np.float32(2.0 ** -k)
+        if k > 0:
+            a = np.floor((acc + np.float32(2.0 ** (k - 1))) / np.float32(2.0 ** k))
+        else:
+            a = acc * np.float32(2.0 ** -k)
         a = np.clip(a, -intnet.ACT_MAX, intnet.ACT_MAX)
     out = a.astype(np.int64).astype(np.int32)
     m = out.shape[-1] // 2
@@ -217,7 +220,7 @@ def _synth_part(ctx, r: CheckResult, streams: list, eps: float = WEIGHT_EPS) -> 
 
 
 def _gpu_part(ctx, r: CheckResult, streams: list, gpus: list[str]) -> None:
-    cpu = decode_runs(ctx, streams)[CONFIGS[0].name]
+    cpu = decode_runs(ctx, streams)[configs_for(ctx)[0].name]
     src = ctx.work / "decode_in"
     gpu_cfg = RuntimeConfig("gpu", 0, {"NVIDIA_TF32_OVERRIDE": "0"})
     run = run_decoder_batch(src, ctx.work / "decoded_gpu", ctx.opts.registry, gpu_cfg,
@@ -269,9 +272,10 @@ def check(ctx, gpus: list[str] | None = None) -> CheckResult:
     _hyper_part(ctx, r, streams)
     _synth_part(ctx, r, streams)
     r.figures["seconds_perturbation"] = round(time.perf_counter() - t0, 1)
-    head = (f"GPU {r.figures.get('gpu_device', '')}: {r.figures.get('gpu_symbols_identical', 0)}/"
-            f"{r.figures.get('gpu_streams', 0)} streams parse identically, recon max |diff| "
-            f"{r.figures.get('gpu_max_recon_diff')}, min PSNR {r.figures.get('gpu_min_psnr_db')} dB") if gpus else GPU_MSG
+    f = r.figures
+    head = (f"GPU {f.get('gpu_device', '')}: {f.get('gpu_symbols_identical', 0)}/{f.get('gpu_streams', 0)} streams "
+            f"parse identically, recon max |diff| {f.get('gpu_max_recon_diff')}, min PSNR {f.get('gpu_min_psnr_db')} dB"
+            ) if gpus else GPU_MSG
     r.summary = (f"{head}; hyper path exact under {len(exact_variants())} perturbations on "
                  f"{r.figures.get('hyper_cases', 0)} z_hat(s); {len(r.failures)} failure(s)")
     return r

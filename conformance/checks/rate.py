@@ -76,7 +76,8 @@ def load_exclusions(path: str | os.PathLike | None) -> list[Exclusion]:
                 raise ExclusionsError(f"{where}: needs 'image' and 'target'")
             out.append(Exclusion(str(it["image"]), _target(it["target"], where), str(it.get("reason", "")), where))
     else:
-        rows = list(csv.reader(line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")))
+        lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        rows = list(csv.reader(lines))
         if rows and [c.strip().lower() for c in rows[0][:2]] == ["image", "target"]:
             rows = rows[1:]
         for i, r in enumerate(rows):

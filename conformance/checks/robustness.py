@@ -85,7 +85,7 @@ def judge(case: mutate.Case, via: str, rc: int | None, stderr: str, seconds: flo
     problems = []
     if timed_out:
         res.outcome = "timeout"
-        problems.append(f"no result within {timeout:.0f} s (hang)")
+        problems.append(f"did not finish within {timeout:.0f} s (hang)")
     elif escaped:
         res.outcome = "escaped"
         problems.append(f"main() raised {escaped} (a traceback, not a one-line error)")
@@ -210,7 +210,8 @@ def _argv(src: Path, out: Path, registry: str | None) -> list[str]:
     return [str(src), str(out / "out.png")] + (["--registry", str(registry)] if registry else [])
 
 
-def run_cases(cases: list[mutate.Case], work: Path, registry: str | None, *, decoder_main: str = "decoder.__main__:main",
+def run_cases(cases: list[mutate.Case], work: Path, registry: str | None, *,
+              decoder_main: str = "decoder.__main__:main",
               warm: bool = True, case_timeout: float = 30.0, mem_limit_gb: float = 4.0, hard_grace: float = HARD_GRACE,
               bar=None, stop_on_violation: bool = False) -> tuple[list[CaseResult], int]:
     """All cases through the worker; returns the results and how many times the worker was (re)started."""
@@ -258,7 +259,8 @@ def run_cli_cases(cases: list[mutate.Case], work: Path, registry: str | None, *,
     results = []
     for case in cases:
         src, out = _prepare(case, work / "cli")
-        cmd = [python(), "-m", "conformance.limited", "--as-gb", str(mem_limit_gb), "--", *cli, *_argv(src, out, registry)]
+        cmd = [python(), "-m", "conformance.limited", "--as-gb", str(mem_limit_gb), "--", *cli,
+               *_argv(src, out, registry)]
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
@@ -306,6 +308,8 @@ def summarize(r: CheckResult, results: list[CaseResult], cli_results: list[CaseR
               cases: list[mutate.Case]) -> None:
     """Tables, figures and failures from the case results; failing cases are saved for reproduction."""
     by_id = {c.id: c for c in cases}
+    if report_dir is not None:
+        shutil.rmtree(report_dir / "robustness_failures", ignore_errors=True)   # never mix in an older run's cases
     for res in results + cli_results:
         if not res.ok:
             r.fail(f"[{res.via}] {res.kind}: {res.detail}: {res.violation}", case=res.id)
