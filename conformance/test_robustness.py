@@ -161,8 +161,7 @@ def test_check_reports_failures_with_reproducers(tmp_path, encoder, tiny_registr
 def test_real_decoder_survives_cases_with_a_fixed_outcome(tmp_path, bases, hashes, tiny_registry):
     """The real decoder (main() in the worker, plus real CLI runs): every control decodes, every provably
     invalid stream is rejected with one line, nothing is left behind, nothing crashes."""
-    from decoder.decode import Limits
-    cases = [c for c in mutate.generate(bases, 160, 0, hashes, Limits().max_pixels) if c.expect != "either"]
+    cases = [c for c in mutate.generate(bases, 160, 0, hashes, Rb.ROBUST_MAX_PIXELS) if c.expect != "either"]
     assert len(cases) >= 60
     res, starts = Rb.run_cases(cases, tmp_path, str(tiny_registry), case_timeout=30)
     bad = [f"{r.id}: {r.violation}" for r in res if not r.ok]
