@@ -80,8 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dev-models", type=int, default=1, choices=(1, 2, 4, 8),
                    help="number of distinct untrained models in the development registry used when no registry "
                         "exists (default 1: one model for all targets; 8: one per target, as planned)")
-    p.add_argument("--dev-dir", default=None, help="where development models are built / reused "
-                   "(default $TMPDIR/ratelock_bench_models_K)")
+    p.add_argument("--dev-dir", default=None, help="where development models are built / reused (default "
+                   "$TMPDIR/ratelock_bench_models_K_<hash of the model-format sources>, so a format change rebuilds)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow threads in the decode workers (0 = default)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per worker process (default 3600)")
     p.add_argument("--inprocess", action="store_true",
@@ -150,7 +150,8 @@ def resolve_registry(args: argparse.Namespace, notes: list[str]) -> Path:
         return path
     if explicit:
         raise BenchError(f"registry {path} not found")
-    dev = Path(args.dev_dir) if args.dev_dir else Path(tempfile.gettempdir()) / f"ratelock_bench_models_{args.dev_models}"
+    dev = Path(args.dev_dir) if args.dev_dir else \
+        Path(tempfile.gettempdir()) / f"ratelock_bench_models_{args.dev_models}_{_model_code_hash()}"
     reg = dev / "registry.yaml"
     notes.append(f"NOTE: {path.relative_to(ROOT)} does not exist; using {args.dev_models} untrained development "
                  f"model(s) (N=128, M=192, the trained architecture) from {reg}. Speed and memory do not depend on "
@@ -172,6 +173,20 @@ def resolve_registry(args: argparse.Namespace, notes: list[str]) -> Path:
             raise BenchError(f"building a development model failed: {r.stderr.strip().splitlines()[-1:]}")
     os.replace(dev / "registry.tmp.yaml", reg)
     return reg
+
+
+# Source files that define the model file format: a cached development model is rebuilt when any changes.
+MODEL_FORMAT_SOURCES = ("models/weights.py", "models/coding.py", "models/entropy.py", "models/scale_table.py",
+                        "models/intnet.py", "models/transforms.py", "models/hyperprior.py", "models/export.py")
+
+
+def _model_code_hash() -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for rel in MODEL_FORMAT_SOURCES:
+        p = ROOT / rel
+        h.update(p.read_bytes() if p.is_file() else b"-")
+    return h.hexdigest()[:10]
 
 
 def describe_registry(path: Path) -> str:
