@@ -74,6 +74,15 @@ golden=(conformance/streams/*.bit conformance/streams/*.bits)
 if [ "$ctx" = "$root" ] && [ ${#golden[@]} -gt 0 ]; then
   cp "${golden[@]}" "$in/"
   say "streams: ${#golden[@]} golden streams from conformance/streams"
+  # plus one full-size Kodak image at every challenge target, encoded by the host encoder
+  if [ -f "$kodak/kodim01.png" ]; then
+    mkdir -p "$work/k01"
+    cp "$kodak/kodim01.png" "$work/k01/"
+    "$py" -m encoder "$work/k01" --targets all --out "$work/k01bits" >/dev/null 2>&1 \
+      || die "host encoder failed on kodim01 (see: python -m encoder $kodak/kodim01.png ...)"
+    cp "$work"/k01bits/*.bit "$in/"
+    say "streams: + $(ls "$work"/k01bits/*.bit | wc -l) of kodim01 (768x512), one per challenge target"
+  fi
 else
   [ ${#golden[@]} -gt 0 ] && say "golden streams need the committed registry; encoding test streams instead"
   srcs=()
