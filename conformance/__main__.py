@@ -27,18 +27,11 @@ class UsageError(ValueError):
 
 
 def parse_targets(text: str) -> list[float]:
-    from models.targets import TARGETS
-    if text == "all":
-        return list(TARGETS)
-    out = []
-    for t in (x.strip() for x in text.split(",") if x.strip()):
-        try:
-            v = float(t)
-        except ValueError:
-            raise UsageError(f"target {t!r} is not a number") from None
-        if not math.isfinite(v) or v <= 0:
-            raise UsageError(f"target must be a positive finite bpp, got {t}")
-        out.append(v)
+    from encoder.__main__ import parse_targets as encoder_targets
+    try:
+        out = encoder_targets(text)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if not out:
         raise UsageError("no targets given")
     return out

@@ -1,8 +1,7 @@
-"""Fixtures for `pytest conformance`: tiny untrained models, small Kodak crops, one shared suite run.
+"""Fixtures for `pytest conformance`: small Kodak crops and one shared suite run.
 
-The tiny registry is built here (not borrowed from tests/conftest.py, whose
-fixtures pytest does not share across folders) the same way: two models, 'lo'
-for the four low targets and 'hi' for the four high ones.
+The tiny-model registry comes from the repository's root conftest.py, shared
+with tests/ so a `make test` session builds it once.
 """
 
 from __future__ import annotations
@@ -22,23 +21,6 @@ CONFIGS = ("t1-onednn0", "t1-onednn1-sse41-blas-prescott")   # the two most diff
 # name, Kodak source, top, left, height, width: small, one of odd size (padding path)
 CROPS = (("kodim23_crop.png", "kodim23.png", 100, 240, 128, 192), ("kodim05_crop.png", "kodim05.png", 200, 300, 64, 96),
          ("kodim13_odd.png", "kodim13.png", 0, 0, 37, 53))
-
-
-def _build_tiny(out: Path, name: str, seed: int, targets: str, registry: Path, n: int, m: int) -> None:
-    import tensorflow as tf
-    from models.export import main as export_main
-    tf.keras.utils.set_random_seed(seed)
-    export_main(["--name", name, "--num-filters", str(n), "--latent-channels", str(m), "--out-dir", str(out),
-                 "--register", targets, "--registry", str(registry)])
-
-
-@pytest.fixture(scope="session")
-def tiny_registry(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("conf_tiny_models")
-    reg = out / "registry.yaml"
-    _build_tiny(out, "lo", 1, "0.06,0.12,0.25,0.5", reg, 8, 8)
-    _build_tiny(out, "hi", 2, "0.75,1.0,1.5,2.0", reg, 8, 16)
-    return reg
 
 
 @pytest.fixture(scope="session")

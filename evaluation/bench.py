@@ -572,7 +572,7 @@ def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed) 
         st = d["stages"]
         parse = st.get("parse")
         z, hs, y = st.get("parse.range_decode_z"), st.get("parse.hyper_synthesis_int"), st.get("parse.range_decode_y")
-        rest = parse - sum(v for v in (z, hs, y) if v) if parse is not None else None
+        rest = st.get("parse.rest")
         syn = st.get("synthesis")
         rows.append([s, fs(d["median_s"]), fs(parse), fs(z, 3), fs(hs, 3), fs(y, 3), fs(rest, 3),
                      fs(st.get("dequantize"), 3), fs(syn), fs(st.get("to_uint8"), 3), fs(st.get("other"), 3),

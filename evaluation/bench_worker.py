@@ -159,8 +159,11 @@ ENCODE_TOP = ("analysis", "code", "reconstruct")
 
 
 def _with_other(acc: dict[str, float], total: float, top: tuple[str, ...]) -> dict[str, float]:
-    """This run's stage times plus 'other' = total minus the top-level stages."""
-    return {**acc, "other": total - sum(acc.get(k, 0.0) for k in top)}
+    """This run's stage times plus 'other' = total minus the top-level stages (and the rest of parse)."""
+    out = {**acc, "other": total - sum(acc.get(k, 0.0) for k in top)}
+    if "parse" in acc:
+        out["parse.rest"] = acc["parse"] - sum(v for k, v in acc.items() if k.startswith("parse."))
+    return out
 
 
 def _stage_medians(per_run: list[dict[str, float]]) -> dict[str, float]:

@@ -46,27 +46,8 @@ def visible_gpus() -> list[str]:
 # -- the integer hyper path under perturbation ---------------------------------------------------
 
 def tf_float64_run(net, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """An independent implementation: TensorFlow float64 convolutions on the CPU."""
-    import tensorflow as tf
-    from models import intnet, scale_table as S
-    with tf.device("/CPU:0"):
-        a = tf.constant(np.clip(np.asarray(z_hat, np.int64), -intnet.Z_MAX, intnet.Z_MAX)[None], tf.float64)
-        for l in net.layers:
-            w = tf.constant(l.weight, tf.float64)
-            if l.kind == "deconv":
-                shp = [1, a.shape[1] * l.stride, a.shape[2] * l.stride, l.weight.shape[-1]]
-                acc = tf.nn.conv2d_transpose(a, tf.transpose(w, [0, 1, 3, 2]), shp, l.stride, "SAME")
-            else:
-                acc = tf.nn.conv2d(a, w, 1, "SAME")
-            acc = acc + tf.constant(l.bias, tf.float64)
-            if l.relu:
-                acc = tf.maximum(acc, 0.0)
-            k = l.in_frac + l.w_frac - l.out_frac
-            acc = tf.floor((acc + 2.0 ** (k - 1)) / 2.0 ** k) if k > 0 else acc * 2.0 ** (-k)
-            a = tf.clip_by_value(acc, -intnet.ACT_MAX, intnet.ACT_MAX)
-        out = a.numpy()[0].astype(np.int64).astype(np.int32)
-    m = out.shape[-1] // 2
-    return out[..., :m], np.clip(out[..., m:], S.LOG2_MIN_Q, S.LOG2_MAX_Q)
+    """An independent implementation: TensorFlow float64 convolutions on the CPU (models/intnet.py)."""
+    return net.run(z_hat, "tf64")
 
 
 def permuted_run(net, z_hat: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
