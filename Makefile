@@ -27,5 +27,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VPY) -m pytest tests conformance
 
+bench: $(STAMP)
+	$(VPY) -m evaluation.bench --include-8k --out runs/bench
+
 clean:
 	rm -rf $(OUT) .pytest_cache

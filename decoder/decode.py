@@ -33,7 +33,7 @@ class DecodeError(ValueError):
 class Limits:
     """Resource bounds checked from the header before anything is allocated."""
 
-    max_pixels: int = 100_000_000      # ~ 13K x 7.5K; 8K (33 MP) decodes in ~1.5 GB
+    max_pixels: int = 100_000_000      # ~ 13K x 7.5K; 8K (33 MP) measured at 3.3 GiB peak (evaluation/BENCH.md)
     max_bytes: int = 512 << 20         # largest stream file accepted
 
     def check(self, header: Header) -> None:
@@ -163,9 +163,14 @@ def synthesize(synthesis, y_hat: np.ndarray, tile: int = TILE_LATENTS, halo: int
     return out
 
 
-def to_uint8(x: np.ndarray, width: int, height: int) -> np.ndarray:
-    x = np.nan_to_num(x[:height, :width], nan=0.0, posinf=1.0, neginf=0.0)
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+def to_uint8(x: np.ndarray, width: int, height: int, band: int = 256) -> np.ndarray:
+    """Crop and round to 8 bits, in row bands so no full-size float temporaries exist (-1 GB at 8K)."""
+    x = x[:height, :width]
+    out = np.empty(x.shape, np.uint8)
+    for r in range(0, x.shape[0], band):
+        b = np.nan_to_num(x[r:r + band], nan=0.0, posinf=1.0, neginf=0.0)
+        out[r:r + band] = np.clip(np.round(b * 255.0), 0, 255)
+    return out
 
 
 def decode_bytes(data: bytes, models: ModelCache | None = None, limits: Limits = Limits()) -> np.ndarray:
