@@ -43,13 +43,11 @@ def _target(text: str, where: str) -> float | None:
     t = str(text).strip()
     if t.lower() in ("all", "*"):
         return None
+    from encoder.__main__ import parse_target   # one definition of a valid target
     try:
-        v = float(t)
-    except ValueError:
-        raise ExclusionsError(f"{where}: target {t!r} is not a number (or 'all')") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ExclusionsError(f"{where}: target {t!r} must be a positive bpp")
-    return v
+        return parse_target(t)
+    except ValueError as e:
+        raise ExclusionsError(f"{where}: {e} (or 'all')") from None
 
 
 def load_exclusions(path: str | os.PathLike | None) -> list[Exclusion]:
