@@ -160,8 +160,12 @@ def _check_fn(name: str) -> Callable[[Context], CheckResult]:
             "golden": golden.check, "robustness": robustness.check}[name]
 
 
-def run(opts: Options) -> tuple[list[CheckResult], dict]:
-    """All requested checks; returns the results and the report's metadata."""
+def run(opts: Options, streams: list[StreamRec] | None = None) -> tuple[list[CheckResult], dict]:
+    """All requested checks; returns the results and the report's metadata.
+
+    `streams` are already-written streams (a submission package's): they are
+    checked as they are instead of being encoded again.
+    """
     from models.targets import TARGETS
     from models.weights import load_registry, registry_path
     from decoder.runtime import configure
@@ -178,7 +182,9 @@ def run(opts: Options) -> tuple[list[CheckResult], dict]:
             "mode": "quick" if opts.quick else "full", "seed": opts.seed}
     results: list[CheckResult] = []
     try:
-        if any(c in opts.checks for c in ("rate", "determinism", "parity")):
+        if streams is not None:
+            ctx.streams = list(streams)
+        elif any(c in opts.checks for c in ("rate", "determinism", "parity")):
             encode_all(ctx)
         for name in CHECKS:
             if name not in opts.checks:

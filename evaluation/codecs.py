@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import shlex
 import subprocess
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -346,12 +347,21 @@ class Ours(Codec):
         return self._reason
 
     def version(self) -> str:
+        """Model hashes plus a hash of the codec's source: new weights or new rate control make old points stale."""
+        import hashlib
+        from models.targets import TARGETS
+        from models.weights import load_registry
         try:
-            sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                 check=False).stdout.strip()
-        except OSError:
-            sha = ""
-        return f"ratelock encoder.api (git {sha or 'unknown'})"
+            models = ", ".join(f"{TARGETS[e.target_index]:.2f}:{e.name}@{e.hash}"
+                               for e in load_registry(self.registry).entries)
+        except Exception as exc:  # noqa: BLE001 - unavailable() reports the real reason
+            models = f"registry unreadable ({type(exc).__name__})"
+        h = hashlib.sha256()
+        root = Path(__file__).resolve().parent.parent
+        for sub in ("encoder", "rate_control", "decoder", "models"):
+            for f in sorted((root / sub).glob("*.py")):
+                h.update(f.name.encode() + f.read_bytes())
+        return f"ratelock (code {h.hexdigest()[:8]}; models {models})"
 
     def settings(self) -> dict[str, Any]:
         return {"call": "encoder.api.Encoder(registry).encode(rgb, target_bpp); decoder.api.decode_bytes(data)",

@@ -7,14 +7,19 @@ Layout of SUBMISSION_DIR:
   decoded/<TEAM>_<IMAGE>_<BR>.png         what the packaged decoder outputs
   results.csv                             image, target, real bpp, bytes, MSE, PSNR, band, hashes
   decoder/                                decoder container sources + decode-side models (docker build -f docker/Dockerfile decoder/)
+  CONFORMANCE.md, conformance.json        the conformance suite's report on these very streams
   MANIFEST.json                           versions and sha256 of every file
   VERIFY.md                               the verification report
 
-After writing, the package is verified with the *packaged* decoder (run from
-SUBMISSION_DIR/decoder in a separate process, not the repository's), which must
-reproduce every PNG bit for bit; sizes, rates and hashes are checked too. A
-package that fails (any stream outside the band, any mismatch) is refused
-unless --allow-failures, and then every failure is listed.
+Before the manifest is written, the conformance suite (python -m conformance)
+runs on the package's own streams, not re-encoded ones: rate, determinism
+(re-encode and decode under several runtime configurations), parity and
+robustness (--conformance quick|full). Then the package is verified with the
+*packaged* decoder (run from SUBMISSION_DIR/decoder in a separate process, not
+the repository's), which must reproduce every PNG bit for bit; sizes, rates and
+hashes are checked too. A package that fails either (any stream outside the
+band, any conformance failure, any mismatch) is refused unless
+--allow-failures, and then every failure is listed.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +85,8 @@ class Row:
     stream: str
     stream_sha256: str
     png_sha256: str
+    model: str
+    delta_code: int
 
 
 def _copy_decoder(dest: Path, registry: Path) -> None:
@@ -133,23 +141,68 @@ def build(images_dir: Path, team: str, out: Path, targets: list[float], registry
             bpp = 8 * sp.stat().st_size / (rgb.shape[0] * rgb.shape[1])
             rows.append(Row(img.name, rgb.shape[1], rgb.shape[0], t, bpp, sp.stat().st_size, mse,
                             10 * np.log10(255 ** 2 / max(mse, 1e-12)), within_band(bpp, t), name,
-                            sha256(sp), sha256(pp)))
+                            sha256(sp), sha256(pp), c.model, c.delta_code))
             bar.update(1)
     bar.close()
     _copy_decoder(out / "decoder", registry_path(registry))
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "width", "height", "target_bpp", "real_bpp", "bytes", "mse", "psnr_rgb",
-                    "within_band", "bitstream", "bitstream_sha256", "decoded_sha256"])
+                    "within_band", "bitstream", "bitstream_sha256", "decoded_sha256", "model", "delta_code"])
         for r in rows:
             w.writerow([r.image, r.width, r.height, f"{r.target:.2f}", f"{r.bpp:.6f}", r.bytes, f"{r.mse:.4f}",
-                        f"{r.psnr:.4f}", int(r.within_band), r.stream, r.stream_sha256, r.png_sha256])
+                        f"{r.psnr:.4f}", int(r.within_band), r.stream, r.stream_sha256, r.png_sha256, r.model,
+                        r.delta_code])
+    return rows
+
+
+def conformance_gate(images_dir: Path, out: Path, rows: list[Row], registry: str | None, quick: bool = True,
+                     cases: int | None = None, progress: bool = True) -> list[str]:
+    """Runs the conformance suite on the package's streams as written; returns its failures, one line each.
+
+    The suite names streams <stem>_<BR>.bit (the encoder CLI's convention, which
+    its re-encode comparison relies on), so the package's streams are copied
+    under those names into a scratch folder; the report lands in the package.
+    """
+    from conformance import report
+    from conformance.suite import Options, StreamRec, run
+    from models.targets import rate_code
+    checks = ("rate", "determinism", "parity", "robustness")
+    scratch = Path(tempfile.mkdtemp(prefix=".conformance.", dir=out))
+    try:
+        sdir = scratch / "streams"
+        sdir.mkdir()
+        recs = []
+        for r in rows:
+            stem = Path(r.image).stem
+            dst = sdir / f"{stem}_{rate_code(r.target)}.bit"
+            shutil.copyfile(out / "bitstreams" / r.stream, dst)
+            recs.append(StreamRec(r.image, stem, r.target, dst, r.width, r.height, "ok", r.bpp, r.model,
+                                  r.delta_code))
+        opts = Options(images_dir, sorted({r.target for r in rows}), scratch, registry=registry, quick=quick,
+                       checks=checks, cases=cases, progress=progress,
+                       command=f"python -m {PROG} (conformance gate, {'quick' if quick else 'full'})")
+        results, meta = run(opts, streams=recs)
+        pj, pm = report.write(scratch, meta, results)
+        shutil.copyfile(pm, out / "CONFORMANCE.md")
+        shutil.copyfile(pj, out / "conformance.json")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    failures = []
+    for r in results:
+        print(f"conformance {'PASS' if r.passed else 'FAIL'}  {r.name:<12} {r.summary}", file=sys.stderr)
+        failures += [f"conformance/{r.name}: {f.where()}: {f.what}" for f in r.failures]
+        if not r.passed and not r.failures:
+            failures.append(f"conformance/{r.name}: {r.summary}")
+    return failures
+
+
+def write_manifest(out: Path, team: str, targets: list[float], rows: list[Row]) -> None:
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
     manifest = {"team": team, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "targets": targets, "images": len(images), "streams": len(rows),
+                "targets": targets, "images": len({r.image for r in rows}), "streams": len(rows),
                 "files": {str(p.relative_to(out)): sha256(p) for p in files}}
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1))
-    return rows
 
 
 def verify(out: Path, timeout: float = 3600) -> list[str]:
@@ -217,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-failures", action="store_true", help="keep a package that fails verification, listing why")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
     p.add_argument("--verify-only", action="store_true", help="only verify an existing package")
+    p.add_argument("--conformance", choices=("quick", "full"), default="quick",
+                   help="conformance suite run on the package's streams before it is accepted: 'quick' "
+                        "(determinism on the first 2 images, 3 runtime configurations, 100 robustness cases) or "
+                        "'full' (every stream, 5 configurations, 300 cases); default quick")
+    p.add_argument("--conformance-cases", type=int, default=None, metavar="N",
+                   help="number of robustness cases in the conformance gate (default: the mode's number)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     out = Path(args.out)
@@ -230,7 +290,13 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(out)
             rows = build(Path(args.images), args.team, out, targets, args.registry)
             print(f"{len(rows)} streams written to {out}")
-        failures = verify(out)
+            conf_failures = conformance_gate(Path(args.images), out, rows, args.registry,
+                                             quick=args.conformance == "quick", cases=args.conformance_cases,
+                                             progress=not args.no_progress)
+            write_manifest(out, args.team, targets, rows)
+        else:
+            conf_failures = []
+        failures = conf_failures + verify(out)
         report = ["# Package verification", "", f"Package: `{out}`", "",
                   f"Failures: {len(failures)}", ""] + [f"- {f}" for f in failures]
         (out / "VERIFY.md").write_text("\n".join(report) + "\n")
@@ -245,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"{PROG}: package kept despite {len(failures)} failures (--allow-failures)", file=sys.stderr)
             return 0
-        print(f"verified: every stream decodes bit-exactly with the packaged decoder, within band, hashes match")
+        print("verified: conformance passed; every stream decodes bit-exactly with the packaged decoder, "
+              "within band, hashes match")
         return 0
     except Exception as e:  # noqa: BLE001 - one line, never a traceback
         print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)

@@ -27,7 +27,7 @@ def package(tiny_registry, tmp_path_factory):
     Image.open(KODAK / "kodim23.png").crop((0, 0, 192, 128)).save(imgs / "k23.png")
     out = d / "sub"
     r = run_cli(["-m", "evaluation.package", str(imgs), "--team", "rl", "--out", str(out), "--targets", "0.12",
-                 "--registry", str(tiny_registry)])
+                 "--registry", str(tiny_registry), "--conformance-cases", "12", "--no-progress"])
     assert r.returncode == 0, r.stderr
     return out
 
@@ -40,6 +40,27 @@ def test_package_is_complete_and_verified(package):
     assert not list((package / "decoder").rglob("*.enc.npz"))            # decode side only
     assert "results.csv" in json.loads((package / "MANIFEST.json").read_text())["files"]
     assert P.verify(package) == []
+    conf = json.loads((package / "conformance.json").read_text())
+    assert {c["name"] for c in conf["checks"]} == {"rate", "determinism", "parity", "robustness"}
+    assert all(c["passed"] for c in conf["checks"])
+
+
+def test_conformance_gate_catches_a_padded_stream(package, tmp_path, tiny_registry):
+    """The gate judges the package's streams as written: one padded 20 % past the band fails rate."""
+    import csv
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(package, bad)
+    s = bad / "bitstreams" / "rl_k23_012.bits"
+    s.write_bytes(s.read_bytes() + bytes(int(s.stat().st_size * 0.2) + 1))
+    rows = []
+    for r in csv.DictReader(open(bad / "results.csv")):
+        rows.append(P.Row(r["image"], int(r["width"]), int(r["height"]), float(r["target_bpp"]),
+                          float(r["real_bpp"]), int(r["bytes"]), float(r["mse"]), float(r["psnr_rgb"]), True,
+                          r["bitstream"], r["bitstream_sha256"], r["decoded_sha256"], r["model"],
+                          int(r["delta_code"])))
+    failures = P.conformance_gate(package.parent / "imgs", bad, rows, str(tiny_registry), cases=4, progress=False)
+    assert any(f.startswith("conformance/rate") for f in failures), failures
 
 
 def test_tampered_stream_is_caught(package, tmp_path):

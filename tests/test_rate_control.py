@@ -22,6 +22,26 @@ def test_bracket(target, expected):
     assert len(calls) <= 3          # binary, not linear: ceil(log2(6))
 
 
+@pytest.mark.parametrize("target", [0.05, 0.1, 0.2, 0.25, 0.3, 0.5, 0.8, 1.0, 2.5, 5.0])
+@pytest.mark.parametrize("start", range(6))
+def test_bracket_from_start_agrees_with_binary(target, start):
+    natural = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0]
+    assert bracket(natural.__getitem__, target, 6, start) == bracket(natural.__getitem__, target, 6)
+
+
+@pytest.mark.parametrize("own,target", [(1, 0.22), (1, 0.27), (3, 0.9), (3, 1.1), (0, 0.05), (5, 4.0)])
+def test_bracket_from_own_model_costs_two_probes(own, target):
+    """A per-target model's natural rate is near its target: starting there needs two probes, not log2(n)+1."""
+    natural = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0]
+    calls = set()
+
+    def rate(k):
+        calls.add(k)
+        return natural[k]
+    bracket(rate, target, 6, own)
+    assert len(calls) <= 2, calls
+
+
 def _curve(rate_at_unity):
     # Rate falls ~ 1 bit per symbol-octave: a smooth monotone stand-in for real coding.
     return lambda code: rate_at_unity * 2.0 ** (-(code - S.DELTA_CODE_UNITY) / S.DELTA_CODE_PER_OCTAVE * 0.8)
