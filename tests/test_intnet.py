@@ -97,3 +97,25 @@ def test_scale_index_is_integer_and_monotone():
     assert S.scale_index(mid, 128)[0] - S.scale_index(mid, 160)[0] == 8
     # Nearest entry in log: sigma = 1 (log2 = 0) maps to entry 26 (log2 = -3.25 + 26/8 = 0).
     assert S.scale_index(np.array([0]), 128)[0] == 26
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, 16])
+def test_banded_run_is_exact(float_hs, rows):
+    """Banding z (what bounds decoder memory at 8K) reproduces the unbanded integers exactly."""
+    net = intnet.from_keras(float_hs)
+    z = _z(shape=(37, 6, 16), seed=7)
+    whole = net._run_numpy(np.clip(z.astype(np.int64), -intnet.Z_MAX, intnet.Z_MAX), np.float64)
+    banded = net._run_banded(np.clip(z.astype(np.int64), -intnet.Z_MAX, intnet.Z_MAX), np.float64, rows=rows)
+    assert np.array_equal(whole.astype(np.int64), banded.astype(np.int64))
+    mu_t, ls_t = net.run(z, "tf64")                     # independent, never banded
+    mu_b, ls_b = net.run(z, "blas")                     # 37 rows > BAND_ROWS: banded
+    assert np.array_equal(mu_t, mu_b) and np.array_equal(ls_t, ls_b)
+
+
+def test_band_halo_below_reach_shows_seams(float_hs):
+    """Control: the net reaches 2 z rows; a halo of 1 is not exact, so the test above can fail."""
+    net = intnet.from_keras(float_hs)
+    z = np.clip(_z(shape=(37, 6, 16), seed=7).astype(np.int64), -intnet.Z_MAX, intnet.Z_MAX)
+    whole = net._run_numpy(z, np.float64)
+    assert np.array_equal(whole, net._run_banded(z, np.float64, rows=4, halo=2).astype(np.float64))
+    assert not np.array_equal(whole, net._run_banded(z, np.float64, rows=4, halo=1).astype(np.float64))
