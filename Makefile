@@ -8,11 +8,13 @@ TARGET  ?= 0.25
 OUT     := out
 KODAK   ?= ../shared/data/kodak
 TEAM    ?= RATELOCK
+STEPS   ?= 2000
+PER_TARGET := t006 t012 t025 t050 t075 t100 t150 t200
 
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: run test install clean bench eval conformance package
+.PHONY: run test install clean bench eval conformance package train-base train-targets
 
 $(STAMP): requirements.txt decoder/requirements.txt evaluation/requirements.txt
 	$(PY) -m venv $(VENV)
@@ -41,6 +43,18 @@ conformance: $(STAMP)
 
 package: $(STAMP)
 	$(VPY) -m evaluation.package $(KODAK) --team $(TEAM) --out runs/submission --force
+
+# Training (models/README.md). Each run resumes where the last stopped; SIGTERM saves and exits.
+train-base: $(STAMP)
+	$(VPY) -m models.train --config models/configs/base.yaml --no-export
+
+# STEPS more steps for every per-target model, then export each and register it for its target.
+train-targets: $(STAMP)
+	set -e; for t in $(PER_TARGET); do \
+	  $(VPY) -m models.train --config models/configs/$$t.yaml --max-steps $(STEPS) --no-export; \
+	  bpp=$$(echo $$t | sed 's/^t\(.\)\(..\)$$/\1.\2/'); \
+	  $(VPY) -m models.export --state models/checkpoints/$$t.npz --name $$t --register $$bpp; \
+	done
 
 clean:
 	rm -rf $(OUT) .pytest_cache
