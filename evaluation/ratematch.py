@@ -13,6 +13,9 @@ rule (no per-codec copies that could drift apart):
   quality; if none is within, the highest-quality setting below the band (never
   one above +TOLERANCE); if even the lowest setting overshoots, that lowest
   setting, flagged as out of band.
+* an encoder that fails at an end of its range (libvvenc here rejects QP <= 5
+  on kodim13: over 7.7 bpp) has that end walked inward; the failed settings are
+  kept in `TrialCache.failed`. A failure inside the searched range is an error.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from evaluation.metrics import bpp as bits_per_pixel
 PROPORTIONAL_STOP = 0.01  # a rate-request knob stops once within 1 % of the target
 MAX_PROPORTIONAL_STEPS = 8
 MAX_BISECTION_STEPS = 40
+EXTREME_RETRIES = 4       # an end of the knob's range that fails to encode is walked inward 1, 2, 4, 8 steps
 
 
 @dataclass
@@ -60,6 +64,7 @@ class TrialCache:
         self._encode = encode
         self.width, self.height = width, height
         self.trials: dict[float, Trial] = {}
+        self.failed: dict[float, str] = {}
         self.calls = 0
 
     def get(self, knob: float) -> Trial:
@@ -98,6 +103,18 @@ def _bisect(cache: TrialCache, knob: Knob, target: float) -> None:
     def at(q: float) -> Trial:
         return cache.get(sign * q)
 
+    def at_end(q: float, inward: float) -> Trial:
+        for i in range(EXTREME_RETRIES + 1):
+            try:
+                return at(q)
+            except Exception as exc:  # noqa: BLE001 - any encoder failure; re-raised when retries run out
+                cache.failed[sign * q] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+                nxt = q + inward * step * (1 << i)
+                if i == EXTREME_RETRIES or not q_lo <= nxt <= q_hi:
+                    raise
+                q = float(round(nxt)) if knob.integer else nxt
+        raise AssertionError("unreachable")
+
     def bracket() -> tuple[float | None, float | None]:
         qs = [(sign * t.knob, t.bpp) for t in cache.trials.values()]
         below = [q for q, b in qs if b <= target]
@@ -106,11 +123,11 @@ def _bisect(cache: TrialCache, knob: Knob, target: float) -> None:
 
     a, b = bracket()
     if a is None:
-        if at(q_lo).bpp > target:
+        if at_end(q_lo, +1.0).bpp > target:
             return  # even the lowest setting overshoots
         a, b = bracket()
     if b is None:
-        if at(q_hi).bpp <= target:
+        if at_end(q_hi, -1.0).bpp <= target:
             return  # even the highest setting stays at or below the target
         a, b = bracket()
     for _ in range(MAX_BISECTION_STEPS):

@@ -101,6 +101,32 @@ def test_choose_falls_back_to_lowest_rate_when_everything_overshoots() -> None:
     assert best.knob == 1 and not within_band(best.bpp, 0.06)
 
 
+def _qp_codec(fail_below: int):
+    """A QP-like knob (lower = more bits) whose encoder fails for QP < fail_below, like libvvenc on kodim13."""
+    calls = []
+
+    def encode(qp: float) -> bytes:
+        calls.append(qp)
+        if qp < fail_below:
+            raise RuntimeError(f"encoder failed at QP {qp}")
+        return bytes(int(4000 * 2 ** (-(qp - 4) / 6)))
+    return encode, calls, codecs.Knob("qp", 4, 63, integer=True, increasing=False)
+
+
+@pytest.mark.parametrize("fail_below", [4, 5, 6, 9])
+def test_rate_matching_walks_past_a_failing_range_end(fail_below: int) -> None:
+    encode, calls, knob = _qp_codec(fail_below)
+    cache = ratematch.TrialCache(encode, 64, 64)
+    m = ratematch.match_rate(cache, knob, 7.0)      # above every QP's rate: the top end is probed
+    assert m.knob >= fail_below and sorted(cache.failed) == [q for q in (4, 5, 7, 11) if q < fail_below]   # 1, 2, 4 steps inward
+
+
+def test_rate_matching_failure_past_the_retries_is_an_error() -> None:
+    encode, _, knob = _qp_codec(40)
+    with pytest.raises(RuntimeError):
+        ratematch.match_rate(ratematch.TrialCache(encode, 64, 64), knob, 7.0)
+
+
 # ---------------------------------------------------------------- rate matching with real encoders
 
 
