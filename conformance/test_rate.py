@@ -38,6 +38,17 @@ def test_padded_stream_fails(tmp_path):
     assert all(f.image == "a.png" and f.target == 0.25 for f in r.failures)
 
 
+def test_report_plots_every_stream(tmp_path):
+    """report.md links rate.png, drawn from the per-stream figures (one in band, one padded out of it)."""
+    from conformance import report
+    a, b = _stream(tmp_path, "a.png", 0.25, 250), _stream(tmp_path, "b.png", 0.25, 300)
+    r = R.evaluate([a, b], [0.25], [])
+    report.write(tmp_path / "rep", {"command": "test"}, [r])
+    assert (tmp_path / "rep" / "rate.png").stat().st_size > 1000
+    assert "![rate](rate.png)" in (tmp_path / "rep" / "report.md").read_text()
+    assert report.rate_plot([], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
 def test_band_edges(tmp_path):
     ok = _stream(tmp_path, "a.png", 1.0, 1150, w=100, h=80)   # +15.0 % exactly: in band
     bad = _stream(tmp_path, "b.png", 1.0, 1151, w=100, h=80)  # +15.1 %

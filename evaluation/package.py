@@ -7,7 +7,8 @@ Layout of SUBMISSION_DIR:
   decoded/<TEAM>_<IMAGE>_<BR>.png         what the packaged decoder outputs
   results.csv                             image, target, real bpp, bytes, MSE, PSNR, band, hashes
   decoder/                                decoder container sources + decode-side models (docker build -f docker/Dockerfile decoder/)
-  CONFORMANCE.md, conformance.json        the conformance suite's report on these very streams
+  CONFORMANCE.md, conformance.json,       the conformance suite's report on these very streams
+  conformance_rate.png                    (every stream's deviation against the band)
   MANIFEST.json                           versions and sha256 of every file
   VERIFY.md                               the verification report
 
@@ -184,8 +185,10 @@ def conformance_gate(images_dir: Path, out: Path, rows: list[Row], registry: str
                        command=f"python -m {PROG} (conformance gate, {'quick' if quick else 'full'})")
         results, meta = run(opts, streams=recs)
         pj, pm = report.write(scratch, meta, results)
-        shutil.copyfile(pm, out / "CONFORMANCE.md")
+        (out / "CONFORMANCE.md").write_text(pm.read_text().replace("(rate.png)", "(conformance_rate.png)"))
         shutil.copyfile(pj, out / "conformance.json")
+        if (scratch / "rate.png").is_file():
+            shutil.copyfile(scratch / "rate.png", out / "conformance_rate.png")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     failures = []
