@@ -53,7 +53,7 @@ train-targets: $(STAMP)
 	set -e; for t in $(PER_TARGET); do \
 	  $(VPY) -m models.train --config models/configs/$$t.yaml --max-steps $(STEPS) --no-export; \
 	  bpp=$$(echo $$t | sed 's/^t\(.\)\(..\)$$/\1.\2/'); \
-	  $(VPY) -m models.export --state models/checkpoints/$$t.npz --name $$t --register $$bpp; \
+	  $(VPY) -m models.export --state models/checkpoints/$$t.npz --name $$t --register $$bpp --slim-state; \
 	done
 
 clean:

@@ -58,25 +58,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--register", default="", help="comma-separated targets (or 'all') to point at this model")
     p.add_argument("--registry", default=str(W.DEFAULT_REGISTRY), help="registry YAML to update")
     p.add_argument("--note", default="", help="free text stored in the registry entry")
+    p.add_argument("--slim-state", action="store_true",
+                   help="after exporting, drop from --state the tensors the export already holds (models/state.py)")
     args = p.parse_args(argv)
 
-    import json
-    import numpy as np
+    from models import state
     from models.hyperprior import Hyperprior, Widths
     info: dict = {"trained": False}
     widths = Widths(args.num_filters, args.latent_channels)
     if args.state:
-        with np.load(args.state) as f:
-            meta = json.loads(str(f["meta"]))
+        meta = state.read_meta(args.state)
         cfg = meta["config"]
         widths = Widths(cfg["num_filters"], cfg["latent_channels"])
         info = {"trained": meta["step"] > 0, "step": meta["step"], "config": cfg}
     model = Hyperprior(widths)
     if args.state:
-        from models.train import load_state
-        load_state(model, Path(args.state))
+        state.load(model, Path(args.state))
     prefix = export(model, args.name, info, Path(args.out_dir))
     print(f"exported {args.name}: {prefix}.dec.npz ({W.file_hash(str(prefix) + '.dec.npz')})")
+    if args.state and args.slim_state:
+        before, after = state.slim(model, Path(args.state), prefix)
+        print(f"slimmed {args.state}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
     if args.register:
         targets = list(TARGETS) if args.register == "all" else [float(t) for t in args.register.split(",")]
         register(Path(args.registry), prefix, args.name, targets, bool(info["trained"]), args.note)

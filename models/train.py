@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from models.state import load as load_state, save as save_state
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,28 +83,6 @@ class StepSchedule:
             def get_config(self):
                 return {}
         return _Schedule()
-
-
-def save_state(model, step: int, path: Path, config: dict, extra: dict | None = None) -> None:
-    """Compact resume state: fp16 weights + step (+ R_t, beta, validation history), written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {f"w{i:03d}": w.numpy().astype(np.float16) for i, w in enumerate(model.weights)}
-    names = [w.name for w in model.weights]
-    meta = json.dumps({"step": int(step), "names": names, "config": config, **(extra or {})})
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, meta=np.array(meta), **arrays)
-    os.replace(tmp, path)
-
-
-def load_state(model, path: Path) -> dict:
-    """Assign the stored weights; returns the stored metadata (step, config, history...)."""
-    with np.load(path) as f:
-        meta = json.loads(str(f["meta"]))
-        if len(meta["names"]) != len(model.weights):
-            raise ValueError(f"{path}: {len(meta['names'])} tensors, model has {len(model.weights)}")
-        for i, w in enumerate(model.weights):
-            w.assign(f[f"w{i:03d}"].astype(w.dtype.as_numpy_dtype))
-    return meta
 
 
 def main(argv: list[str] | None = None) -> int:

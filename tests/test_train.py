@@ -123,3 +123,28 @@ def test_sigterm_saves_state_and_stops(small_data, tmp_path):
     step = int(re.search(r"saved state at step (\d+)", text).group(1))
     meta = json.loads(str(np.load(tmp_path / "state" / "t.npz")["meta"]))
     assert step >= 10 and meta["step"] == step
+
+
+def test_slim_state_reads_shared_tensors_from_its_export(tmp_path):
+    """A slim state resumes to exactly the full state's weights, and refuses an export that changed."""
+    from models import state
+    from models.export import export
+    from models.hyperprior import Hyperprior, Widths
+    a = Hyperprior(Widths(8, 8))
+    path = tmp_path / "t.npz"
+    state.save(a, 7, path, {"name": "t"}, {"history": [{"step": 7}]})
+    prefix = export(a, "t", out_dir=tmp_path / "w")
+    before, after = state.slim(a, path, prefix)
+    assert after < before
+    b = Hyperprior(Widths(8, 8))
+    meta = state.load(b, path)
+    assert meta["step"] == 7 and meta["history"] == [{"step": 7}]
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(wa.numpy().astype(np.float16), wb.numpy().astype(np.float16))
+    export(Hyperprior(Widths(8, 8)), "t", out_dir=tmp_path / "w")     # another model overwrites the export
+    with pytest.raises(ValueError, match="no longer holds"):
+        state.load(Hyperprior(Widths(8, 8)), path)
+    # slimming against an export of different weights is refused too
+    state.save(a, 7, path, {"name": "t"})
+    with pytest.raises(ValueError, match="differs from the export"):
+        state.slim(a, path, prefix)
