@@ -26,6 +26,30 @@ def _state_meta(name: str) -> dict:
         return json.loads(str(f["meta"]))
 
 
+def _lineage(meta: dict) -> list[dict]:
+    """Parents, nearest first. States written before lineage was recorded: follow init_from."""
+    if "lineage" in meta:
+        return meta["lineage"]
+    init = meta.get("config", {}).get("init_from")
+    if not init or not (ROOT / init).exists():
+        return []
+    with np.load(ROOT / init) as f:
+        parent = json.loads(str(f["meta"]))
+    return [{"name": parent["config"]["name"], "state": init, "step": parent["step"],
+             "wall_seconds": parent.get("wall_seconds", 0.0)}] + _lineage(parent)
+
+
+def _lineage_line(meta: dict) -> str | None:
+    chain = _lineage(meta)
+    if not chain:
+        return None
+    path = " ← ".join(f"{p['name']} (step {p['step']})" for p in chain)
+    steps = meta.get("step", 0) + sum(p["step"] for p in chain)
+    wall = meta.get("wall_seconds", 0.0) + sum(p.get("wall_seconds", 0.0) for p in chain)
+    return (f"- Lineage: fine-tuned from {path}; cumulative {steps} steps, {wall / 3600:.2f} h on this machine "
+            "including its parents.")
+
+
 def _kodak_at_unity(entry, images: list[Path]) -> dict:
     from decoder.decode import ModelCache, decode_bytes
     from encoder.encode import EncoderModels
@@ -111,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"- Architecture: mean-scale hyperprior, N = {cfg.get('num_filters')}, M = {cfg.get('latent_channels')}.",
                   f"- Steps: {meta.get('step', '?')}; training wall time on this 2-core machine: "
                   f"{meta.get('wall_seconds', 0) / 3600:.2f} h (shared with other work).",
+                  *filter(None, [_lineage_line(meta)]),
                   f"- Loss: `{cfg.get('loss')}`; λ = {cfg.get('lmbda')}, β = {meta.get('beta', cfg.get('beta'))}, "
                   f"R_t = {meta.get('train_target', cfg.get('target_bpp'))} (R_t and β apply to the `guerin` loss only); "
                   f"lr {cfg.get('lr')}, batch {cfg.get('batch')} × {cfg.get('patch')}².",

@@ -130,10 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     manager = tf.train.CheckpointManager(ckpt, run_dir / "ckpt", max_to_keep=2)
     state_path = Path(args.state_dir) / f"{cfg.name}.npz"
     history: list[dict] = []
+    lineage: list[dict] = []   # the states this run was initialised from, nearest first (for the model card)
     if state_path.exists():
         meta = load_state(model, state_path)
         step_var.assign(meta["step"])
         history = meta.get("history", [])
+        lineage = meta.get("lineage", [])
         rt_var.assign(meta.get("train_target", cfg.target_bpp))
         beta_var.assign(meta.get("beta", cfg.beta))
         log.info("resumed committed state %s at step %d", state_path, int(step_var))
@@ -141,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         ckpt.restore(manager.latest_checkpoint)
         log.info("resumed %s at step %d", manager.latest_checkpoint, int(step_var))
     elif not state_path.exists() and cfg.init_from:
-        load_state(model, ROOT / cfg.init_from)
+        parent = load_state(model, ROOT / cfg.init_from)
+        lineage = [{"name": parent["config"]["name"], "state": cfg.init_from, "step": parent["step"],
+                    "wall_seconds": parent.get("wall_seconds", 0.0)}] + parent.get("lineage", [])
         log.info("initialised from %s", cfg.init_from)
     wall = {"seconds": float(history[-1].get("wall_seconds", 0.0)) if history else 0.0}
 
@@ -182,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         return res
 
     def state_extra() -> dict:
-        return {"history": history, "train_target": float(rt_var.numpy()), "beta": float(beta_var.numpy()),
-                "wall_seconds": round(wall["seconds"] + time.time() - t0, 1)}
+        return {"history": history, "lineage": lineage, "train_target": float(rt_var.numpy()),
+                "beta": float(beta_var.numpy()), "wall_seconds": round(wall["seconds"] + time.time() - t0, 1)}
 
     writer = tf.summary.create_file_writer(str(run_dir / "tb"))
     end = cfg.steps if not args.max_steps else min(cfg.steps, int(step_var) + args.max_steps)
