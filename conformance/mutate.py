@@ -80,7 +80,7 @@ def structured(bi: int, base: bytes, hashes: Mapping[int, int], max_pixels: int)
 
     for m in (0x00, 0x53, 0xFF):
         hdr(f"magic-{m:02x}", f"magic byte 0x{m:02x}", "reject", magic=m)
-    for v in (0, 2, 15):
+    for v in sorted({0, B.VERSION - 1, B.VERSION + 1, 15} - {B.VERSION}):
         hdr(f"version-{v}", f"bitstream version {v}", "reject", version=v)
     hdr("reserved", "reserved header bit set", "reject", reserved=1)
     for t in range(8):

@@ -174,7 +174,7 @@ def test_real_decoder_survives_cases_with_a_fixed_outcome(tmp_path, bases, hashe
 
 # Regression: tensorflow-compression 2.14.1's OverflowDecode loops forever (`while (DecodeLinearly(...) == 0) ++n;`)
 # when a garbage y substream runs out inside an escape code; a 29-byte stream with a 1x65536 header hung the
-# decoder. Fixed by coding without overflow (models/coding.py), so this must pass.
+# decoder. Fixed by not using tfc's overflow coding: v2's escapes are bounded (models/coding.py), so this must pass.
 def test_decoder_does_not_hang_on_garbage_y(tmp_path, bases, hashes, tiny_registry):
     from decoder import bitstream as B
     rng = np.random.default_rng(1)

@@ -1,8 +1,8 @@
-"""Bitstream v1 layout: the one module that owns it (spec: decoder/BITSTREAM.md).
+"""Bitstream v2 layout: the one module that owns it (spec: decoder/BITSTREAM.md).
 
     offset  size  field
     0       1     magic 0x52 ('R')
-    1       1     version (high nibble, = 1) | reserved bit 3 (= 0) | target index (bits 0-2)
+    1       1     version (high nibble, = 2) | reserved bit 3 (= 0) | target index (bits 0-2)
     2       2     model hash: first 16 bits of sha256(<model>.dec.npz), big-endian
     4       2     width - 1, big-endian
     6       2     height - 1, big-endian
@@ -21,7 +21,7 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = 0x52
-VERSION = 1
+VERSION = 2
 FIXED = 9            # bytes before the LEB128 length
 TRAILER = 4
 MAX_LEB_BYTES = 3    # z substream < 2 MiB; keeps the overhead <= 16 bytes
@@ -67,7 +67,7 @@ def pack(header: Header, z: bytes, y: bytes) -> bytes:
     if not 0 <= h.delta_code <= 255:
         raise ValueError("delta code must fit 8 bits")
     if len(z) >= 1 << (7 * MAX_LEB_BYTES):
-        raise ValueError("z substream too long for bitstream v1")
+        raise ValueError("z substream too long for this bitstream version")
     body = struct.pack(">BBHHHB", MAGIC, (VERSION << 4) | h.target_index, h.model_hash16 & 0xFFFF,
                        h.width - 1, h.height - 1, h.delta_code) + _leb128(len(z)) + z + y
     return body + struct.pack(">I", zlib.crc32(body))

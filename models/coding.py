@@ -4,32 +4,53 @@ The tables are plain int32 arrays loaded from the model file; nothing here
 evaluates a distribution, so encoder and decoder parse with identical tables on
 every platform.
 
-No overflow (escape) coding: every row has a positive precision, so a decoded
-symbol is always inside its row's range and the decoder cannot be driven into
-tfc 2.14.1's unbounded Elias-gamma loop (a 29-byte crafted stream made
-OverflowDecode spin forever; conformance/README.md). The encoder clamps latents
-to the row's range instead; with tail mass 2^-12 per table this touches about
-one latent in 10^4 (measured in MODEL_CARD.md's figures via `clamp_fraction`).
+Escapes, bounded (bitstream v2). The last bin of every row is an escape: a
+symbol outside the row's range codes that bin, then, after all the regular
+symbols, its side, its bit length (1..16) and the bits below the leading one,
+each with a fixed uniform row appended here (not stored in model files). We do
+not use tfc's own overflow coding: in tfc 2.14.1 its Elias-gamma decode is
+unbounded, and a 29-byte crafted stream made OverflowDecode spin forever
+(conformance/test_robustness.py). Here every escape costs at most 17 extra symbols and a
+stream may carry at most `max_escapes(n)` of them, so decode work is bounded by
+the header. Version 1 clamped such latents to the row's range instead, which
+cost up to 6 dB on smooth images with a high-rate model (decoder/BITSTREAM.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+ESCAPE_BITS = 16                 # an escaped symbol lies 1 .. 2^16 - 1 beyond its row's range
+PRECISION = 16
+# Two fixed rows appended after a table's own rows: one bit, and a bit length 1..ESCAPE_BITS.
+_BIT_ROW = np.array([PRECISION, 0, 1 << 15, 1 << 16], np.int32)
+_LEN_ROW = np.array([PRECISION, *range(0, (1 << 16) + 1, (1 << 16) // ESCAPE_BITS)], np.int32)
+
+
+def max_escapes(n: int) -> int:
+    """Escapes allowed in a substream of n symbols (~3 %; real streams use 0.01-0.5 %)."""
+    return n // 32 + 16
+
 
 class CorruptStream(ValueError):
-    """The range decoder did not end where the stream ends."""
+    """The range decoder did not end where the stream ends, or the stream breaks a bound."""
 
 
 @dataclass(frozen=True)
 class CdfTable:
     """tfc's lookup layout: rows of [precision, cdf...] concatenated, plus per-row offset and length."""
 
-    cdf: np.ndarray      # int32, 1-D; every row's precision is positive (no overflow coding)
+    cdf: np.ndarray      # int32, 1-D; every row's precision is positive
     offset: np.ndarray   # int32, one per row: the symbol value of the row's first bin
-    length: np.ndarray   # int32, one per row: number of symbols the row codes
+    length: np.ndarray   # int32, one per row: number of bins, the last being the escape
+    coder_cdf: np.ndarray = field(init=False, repr=False)   # cdf + the two escape-payload rows
+
+    def __post_init__(self):
+        if np.any(self.length < 2):
+            raise ValueError("every CDF row needs a regular bin and an escape bin")
+        object.__setattr__(self, "coder_cdf", np.concatenate([self.cdf, _BIT_ROW, _LEN_ROW]).astype(np.int32))
 
     @property
     def rows(self) -> int:
@@ -37,7 +58,7 @@ class CdfTable:
 
     @classmethod
     def from_tfc(cls, cdf: np.ndarray, offset: np.ndarray) -> "CdfTable":
-        """Convert tfc's overflow-enabled tables (negative precision headers)."""
+        """Convert tfc's overflow-enabled tables (negative precision headers); their overflow bin is our escape."""
         cdf = np.asarray(cdf, np.int32).copy()
         heads = np.flatnonzero(cdf < 0)
         if len(heads) != len(offset):
@@ -48,9 +69,11 @@ class CdfTable:
         return cls(cdf, np.asarray(offset, np.int32), length)
 
     def clamp(self, symbols: np.ndarray, indexes: np.ndarray) -> np.ndarray:
-        """Symbols limited to what their rows can code (the encoder's side of 'no overflow')."""
-        lo = self.offset[indexes]
-        return np.clip(symbols, lo, lo + self.length[indexes] - 1).astype(np.int32)
+        """Symbols limited to what escapes can code (2^16 - 1 beyond the row's regular range)."""
+        lo = self.offset[indexes].astype(np.int64)
+        hi = lo + self.length[indexes] - 2
+        reach = (1 << ESCAPE_BITS) - 1
+        return np.clip(symbols, lo - reach, hi + reach).astype(np.int32)
 
 
 def _ops():
@@ -59,30 +82,85 @@ def _ops():
     return tf, tfc
 
 
+def _bit_positions(nbits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each escape with nbits, its nbits-1 payload bits MSB first: (owner escape, bit position)."""
+    counts = nbits - 1
+    owner = np.repeat(np.arange(len(nbits)), counts)
+    starts = np.cumsum(counts) - counts
+    pos = np.repeat(counts - 1, counts) - (np.arange(owner.size) - starts[owner])
+    return owner, pos
+
+
 def encode(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) -> bytes:
-    """Symbols (int) coded with the CDF row given by each index."""
+    """Symbols (int) coded with the CDF row given by each index; out-of-range ones escape.
+
+    Beyond `max_escapes`, the escapes nearest their range are clamped to it (never seen in
+    practice; it keeps the decoder's bound a property of the format, not of the encoder).
+    """
     tf, tfc = _ops()
     idx = np.asarray(indexes, np.int32).reshape(-1)
-    sym = np.asarray(symbols, np.int32).reshape(-1) - table.offset[idx]
-    if sym.size and (sym.min() < 0 or np.any(sym >= table.length[idx])):
-        raise ValueError("symbol outside its CDF row; clamp with CdfTable.clamp first")
+    sym = np.asarray(symbols, np.int64).reshape(-1)
+    lo = table.offset[idx].astype(np.int64)
+    hi = lo + table.length[idx] - 2
+    if sym.size and np.any((sym < lo - (1 << ESCAPE_BITS) + 1) | (sym > hi + (1 << ESCAPE_BITS) - 1)):
+        raise ValueError("symbol beyond escape reach; clamp with CdfTable.clamp first")
+    esc = np.flatnonzero((sym < lo) | (sym > hi))
+    if esc.size > max_escapes(sym.size):
+        beyond = np.maximum(lo[esc] - sym[esc], sym[esc] - hi[esc])
+        keep = np.sort(esc[np.argsort(-beyond, kind="stable")[:max_escapes(sym.size)]])
+        drop = np.setdiff1d(esc, keep)
+        sym[drop] = np.clip(sym[drop], lo[drop], hi[drop])
+        esc = keep
+    bins = sym - lo
+    bins[esc] = table.length[idx[esc]] - 1
+    below = sym[esc] < lo[esc]
+    excess = np.where(below, lo[esc] - sym[esc], sym[esc] - hi[esc])
+    nbits = np.floor(np.log2(excess)).astype(np.int64) + 1 if esc.size else np.zeros(0, np.int64)
+    owner, pos = _bit_positions(nbits)
+    bit_row, len_row = table.rows, table.rows + 1
+    parts = [(idx, bins),
+             (np.full(esc.size, bit_row), below.astype(np.int64)),
+             (np.full(esc.size, len_row), nbits - 1),
+             (np.full(owner.size, bit_row), (excess[owner] >> pos) & 1)]
     with tf.device("/CPU:0"):
-        handle = tfc.create_range_encoder([], table.cdf)
-        handle = tfc.entropy_encode_index(handle, idx, sym)
+        handle = tfc.create_range_encoder([], table.coder_cdf)
+        for i, s in parts:
+            if i.size:
+                handle = tfc.entropy_encode_index(handle, np.asarray(i, np.int32), np.asarray(s, np.int32))
         return bytes(tfc.entropy_encode_finalize(handle).numpy())
 
 
 def decode(data: bytes, indexes: np.ndarray, table: CdfTable) -> np.ndarray:
-    """Inverse of encode; raises CorruptStream if the stream does not parse exactly."""
+    """Inverse of encode; raises CorruptStream if the stream does not parse exactly or breaks a bound."""
     tf, tfc = _ops()
     idx = np.asarray(indexes, np.int32)
     flat = idx.reshape(-1)
     if flat.size and (flat.min() < 0 or flat.max() >= table.rows):
         raise CorruptStream("CDF index out of range")
     with tf.device("/CPU:0"):
-        handle = tfc.create_range_decoder(tf.constant(data, tf.string), table.cdf)
-        handle, sym = tfc.entropy_decode_index(handle, flat, tf.shape(flat), tf.int32)
+        handle = tfc.create_range_decoder(tf.constant(data, tf.string), table.coder_cdf)
+
+        def take(rows: np.ndarray):
+            nonlocal handle
+            if not rows.size:
+                return np.zeros(0, np.int64)
+            handle, s = tfc.entropy_decode_index(handle, rows.astype(np.int32), tf.shape(rows), tf.int32)
+            return s.numpy().astype(np.int64)
+
+        bins = take(flat)
+        esc = np.flatnonzero(bins == table.length[flat] - 1)
+        if esc.size > max_escapes(flat.size):
+            raise CorruptStream(f"{esc.size} escapes in {flat.size} symbols (limit {max_escapes(flat.size)})")
+        below = take(np.full(esc.size, table.rows)).astype(bool)
+        nbits = take(np.full(esc.size, table.rows + 1)) + 1
+        owner, pos = _bit_positions(nbits)
+        bits = take(np.full(owner.size, table.rows))
         ok = bool(tfc.entropy_decode_finalize(handle).numpy())
     if not ok:
         raise CorruptStream("range decoder did not end at the end of its substream")
-    return (sym.numpy() + table.offset[flat]).reshape(idx.shape)
+    lo = table.offset[flat].astype(np.int64)
+    sym = lo + bins
+    excess = (np.int64(1) << (nbits - 1)) + np.bincount(owner, weights=bits << pos, minlength=esc.size).astype(np.int64)
+    hi = lo[esc] + table.length[flat[esc]] - 2
+    sym[esc] = np.where(below, lo[esc] - excess, hi + excess)
+    return sym.reshape(idx.shape).astype(np.int32)

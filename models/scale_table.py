@@ -27,7 +27,7 @@ LOG2_SCALE_MIN = LOG2_MIN_Q / (1 << Q)
 LOG2_SCALE_MAX = LOG2_MAX_Q / (1 << Q)
 
 RANGE_CODER_PRECISION = 16
-TAIL_MASS = 2.0 ** -12            # tables cover all but this mass; latents beyond are clamped
+TAIL_MASS = 2.0 ** -12            # tables cover all but this mass; latents beyond escape (models/coding.py)
 
 
 def sigmas() -> np.ndarray:

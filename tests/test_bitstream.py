@@ -33,10 +33,10 @@ def test_extreme_sizes_round_trip():
 def test_golden_header(regen):
     from tests.conftest import EXPECTED
     data = B.pack(H, b"z", b"y")
-    path = EXPECTED / "header_v1.bin"
+    path = EXPECTED / "header_v2.bin"
     if regen:
         path.write_bytes(data)
-    assert data == path.read_bytes(), "bitstream v1 layout changed; bump VERSION or regenerate on purpose"
+    assert data == path.read_bytes(), "bitstream v2 layout changed; bump VERSION or regenerate on purpose"
 
 
 def _recrc(body: bytes) -> bytes:
@@ -53,8 +53,9 @@ def _mutate(offset: int, value: int) -> bytes:
     (b"", "too short"),
     (b"R\x10", "too short"),
     (_mutate(0, 0x53), "magic"),
-    (_mutate(1, 0x22), "version"),
-    (_mutate(1, 0x1A), "reserved"),
+    (_mutate(1, ((B.VERSION + 1) << 4) | 2), "version"),
+    (_mutate(1, (1 << 4) | 2), "version"),                 # v1 streams clamped latents; v2 escapes them
+    (_mutate(1, (B.VERSION << 4) | 0x0A), "reserved"),
     (_recrc(B.pack(H, b"z", b"y")[:9] + b"\x80\x80\x80\x01"), "longer than 3"),
     (_recrc(B.pack(H, b"z", b"y")[:9] + b"\x7f" + b"abc"), "past the end"),
 ])
