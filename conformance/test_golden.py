@@ -90,3 +90,16 @@ def test_committed_golden_streams_match_the_shipped_registry():
     assert (ROOT / "models" / "registry.yaml").is_file(), "models/registry.yaml is missing: no shipped models"
     r = G.verify(None, GOLDEN_DIR, KODAK)
     assert r.passed, "; ".join(f.what for f in r.failures)
+
+
+def test_committed_golden_streams_exercise_escapes():
+    """The escape path (bitstream v2) is pinned by the committed streams, not only by unit tests."""
+    import numpy as np
+    from decoder.decode import ModelCache, parse
+    models, escapes = ModelCache(), 0
+    for f in sorted(GOLDEN_DIR.glob("*.bit")):
+        p = parse(f.read_bytes(), models)
+        t = models.get(p.header).y_table
+        lo = t.offset[p.scale_idx]
+        escapes += int(np.count_nonzero((p.symbols < lo) | (p.symbols > lo + t.length[p.scale_idx] - 2)))
+    assert escapes > 0

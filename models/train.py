@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                "train_target": float(rt_var.numpy()), "beta": float(beta_var.numpy()),
                "wall_seconds": round(wall["seconds"] + time.time() - t0, 1)}
         if cfg.auto_rate and cfg.loss == "guerin":
-            new_rt, new_beta, why = adjust(float(rt_var.numpy()), float(beta_var.numpy()), cfg.target_bpp, stats)
+            new_rt, new_beta, why = adjust(float(rt_var.numpy()), float(beta_var.numpy()), cfg.target_bpp, stats,
+                                           beta_max=cfg.beta_max)
             rt_var.assign(new_rt)
             beta_var.assign(new_beta)
             res["adjust"] = f"{why}: R_t -> {new_rt:.4f}, beta -> {new_beta:.1f}"

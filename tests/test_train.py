@@ -148,3 +148,10 @@ def test_slim_state_reads_shared_tensors_from_its_export(tmp_path):
     state.save(a, 7, path, {"name": "t"})
     with pytest.raises(ValueError, match="differs from the export"):
         state.slim(a, path, prefix)
+
+
+def test_auto_rate_caps_beta():
+    from models.validate import CodedStats, adjust
+    wide = CodedStats([0.2, 0.5, 0.8], [30, 30, 30])
+    assert adjust(0.5, 400.0, 0.5, wide, beta_max=800.0)[1] == 800.0
+    assert adjust(0.5, 800.0, 0.5, wide, beta_max=800.0)[1] == 800.0
