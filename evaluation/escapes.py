@@ -37,8 +37,7 @@ def v1_reconstruction(em, rgb: np.ndarray, code: int) -> tuple[np.ndarray, float
     s = np.round((y - mu_q.astype(np.float32) / np.float32(1 << S.Q)) / np.float32(S.delta(code)))
     idx = S.scale_index(log2_sigma_q, code)
     clipped = _row_clip(em.dec.y_table, s, idx)
-    lo = em.dec.y_table.offset[idx]
-    escaped = float(np.mean((s < lo) | (s > lo + em.dec.y_table.length[idx] - 2)))
+    escaped = float(np.mean(em.dec.y_table.escaped(s, idx)))
     rec = to_uint8(synthesize(em.dec.synthesis, dequantize_symbols(clipped, mu_q, code)), rgb.shape[1], rgb.shape[0])
     return rec, escaped
 

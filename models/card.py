@@ -8,7 +8,6 @@ Every figure in the card is measured by this command, so anyone can rerun it.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
@@ -19,28 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _state_meta(name: str) -> dict:
+    from models.state import read_meta
     p = ROOT / "models" / "checkpoints" / f"{name}.npz"
-    if not p.exists():
-        return {}
-    with np.load(p) as f:
-        return json.loads(str(f["meta"]))
-
-
-def _lineage(meta: dict) -> list[dict]:
-    """Parents, nearest first. States written before lineage was recorded: follow init_from."""
-    if "lineage" in meta:
-        return meta["lineage"]
-    init = meta.get("config", {}).get("init_from")
-    if not init or not (ROOT / init).exists():
-        return []
-    with np.load(ROOT / init) as f:
-        parent = json.loads(str(f["meta"]))
-    return [{"name": parent["config"]["name"], "state": init, "step": parent["step"],
-             "wall_seconds": parent.get("wall_seconds", 0.0)}] + _lineage(parent)
+    return read_meta(p) if p.exists() else {}
 
 
 def _lineage_line(meta: dict) -> str | None:
-    chain = _lineage(meta)
+    """Parents as recorded by models.train when the run was initialised (nearest first)."""
+    chain = meta.get("lineage", [])
     if not chain:
         return None
     path = " ← ".join(f"{p['name']} (step {p['step']})" for p in chain)

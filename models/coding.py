@@ -68,10 +68,19 @@ class CdfTable:
         cdf[heads] = -cdf[heads]
         return cls(cdf, np.asarray(offset, np.int32), length)
 
+    def regular_range(self, indexes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) per index: values coded without escape; the row's last bin is the escape."""
+        lo = self.offset[indexes].astype(np.int64)
+        return lo, lo + self.length[indexes] - 2
+
+    def escaped(self, symbols: np.ndarray, indexes: np.ndarray) -> np.ndarray:
+        """Mask of the symbols that need an escape."""
+        lo, hi = self.regular_range(indexes)
+        return (symbols < lo) | (symbols > hi)
+
     def clamp(self, symbols: np.ndarray, indexes: np.ndarray) -> np.ndarray:
         """Symbols limited to what escapes can code (2^16 - 1 beyond the row's regular range)."""
-        lo = self.offset[indexes].astype(np.int64)
-        hi = lo + self.length[indexes] - 2
+        lo, hi = self.regular_range(indexes)
         reach = (1 << ESCAPE_BITS) - 1
         return np.clip(symbols, lo - reach, hi + reach).astype(np.int32)
 
@@ -100,8 +109,7 @@ def encode(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) -> bytes:
     tf, tfc = _ops()
     idx = np.asarray(indexes, np.int32).reshape(-1)
     sym = np.asarray(symbols, np.int64).reshape(-1)
-    lo = table.offset[idx].astype(np.int64)
-    hi = lo + table.length[idx] - 2
+    lo, hi = table.regular_range(idx)
     if sym.size and np.any((sym < lo - (1 << ESCAPE_BITS) + 1) | (sym > hi + (1 << ESCAPE_BITS) - 1)):
         raise ValueError("symbol beyond escape reach; clamp with CdfTable.clamp first")
     esc = np.flatnonzero((sym < lo) | (sym > hi))
@@ -158,9 +166,8 @@ def decode(data: bytes, indexes: np.ndarray, table: CdfTable) -> np.ndarray:
         ok = bool(tfc.entropy_decode_finalize(handle).numpy())
     if not ok:
         raise CorruptStream("range decoder did not end at the end of its substream")
-    lo = table.offset[flat].astype(np.int64)
+    lo, hi = table.regular_range(flat)
     sym = lo + bins
     excess = (np.int64(1) << (nbits - 1)) + np.bincount(owner, weights=bits << pos, minlength=esc.size).astype(np.int64)
-    hi = lo[esc] + table.length[flat[esc]] - 2
-    sym[esc] = np.where(below, lo[esc] - excess, hi + excess)
+    sym[esc] = np.where(below, lo[esc] - excess, hi[esc] + excess)
     return sym.reshape(idx.shape).astype(np.int32)
