@@ -38,6 +38,10 @@ class Choice:
         return self.bpp / self.target - 1.0
 
 
+class EncoderMismatch(RuntimeError):
+    """The decoder would parse a stream differently from what the encoder intended."""
+
+
 class Unreachable(Exception):
     """No (model, delta) lands in the band; carries the achievable range and the closest stream."""
 
@@ -66,6 +70,21 @@ class _Probe:
                 self.analysed[k] = self.models.encoder_model(self.entries[k]).analyse(self.rgb)
             self.coded[k, code] = self.analysed[k].code(code, self.entries[k].target_index)
         return self.coded[k, code]
+
+    def verify(self, c: Choice) -> Choice:
+        """Parse the chosen stream as the decoder will and require the encoder's own mu and symbols.
+
+        The quality comparison and every rate figure assume that the decoder sees what the encoder
+        meant; one range-decoding pass (no synthesis) proves it for each stream we hand out.
+        """
+        from decoder.decode import parse
+        k = next(i for i, e in enumerate(self.entries) if e.target_index == c.target_index)
+        a = self.analysed[k]
+        got = parse(c.data, self.models)
+        if not (np.array_equal(got.mu_q, a.mu_q) and np.array_equal(got.symbols, a.symbols(c.delta_code)[0])):
+            raise EncoderMismatch(f"model {c.model} at delta code {c.delta_code}: the stream does not parse "
+                                  "to the latents the encoder coded (encoder bug; nothing written)")
+        return c
 
     def choice(self, k: int, code: int, target: float) -> Choice:
         b = self.bpp(k, code)
@@ -158,8 +177,8 @@ def search(rgb: np.ndarray, target: float, models, aim: float = DEFAULT_AIM, com
     for c in fits:
         c.probes, c.analyses = len(p.coded), len(p.analysed)
     if ok:
-        return ok[0]
+        return p.verify(ok[0])
     lo, hi = p.bpp(0, S.DELTA_CODE_MAX), p.bpp(len(entries) - 1, S.DELTA_CODE_MIN)
     best = min(fits, key=lambda c: abs(np.log(c.bpp / target)))
     best.probes, best.analyses = len(p.coded), len(p.analysed)
-    raise Unreachable(target, lo, hi, best)
+    raise Unreachable(target, lo, hi, p.verify(best))

@@ -58,6 +58,9 @@ def test_escape_budget_is_enforced_on_both_sides(table, monkeypatch):
     data = encode(sym, idx, table)                               # encoder keeps the 36 largest, clamps the rest
     got = decode(data, idx, table)
     assert np.count_nonzero(got != sym) == 200 - max_escapes(n)
+    # clamp() predicts exactly what is coded: the encoder computes mu/sigma and its reconstruction from it.
+    np.testing.assert_array_equal(got, table.clamp(sym, idx))
+    np.testing.assert_array_equal(table.clamp(got, idx), got)
     # A stream carrying more escapes than the budget (made by a coder with a looser one) is refused.
     import models.coding as C
     monkeypatch.setattr(C, "max_escapes", lambda k: 10 ** 9)

@@ -80,3 +80,18 @@ def test_unreachable_reports_range(encoder):
         search(rgb, 0.06, encoder.models)
     assert e.value.lo > 0.06 and "achievable range" in str(e.value)
     assert not e.value.best.within_band
+
+
+def test_search_refuses_a_stream_that_parses_differently(encoder, monkeypatch):
+    """The parse-back guard can fail: an encoder that codes other symbols than it reconstructs is caught."""
+    import models.coding as C
+    from rate_control.search import EncoderMismatch
+    real = C.encode
+
+    def off_by_one(symbols, indexes, table):
+        s = np.array(symbols, np.int64, copy=True)
+        s.flat[0] += 1
+        return real(s, indexes, table)
+    monkeypatch.setattr(C, "encode", off_by_one)
+    with pytest.raises(EncoderMismatch, match="does not parse"):
+        search(kodak_crop(), 0.12, encoder.models)
