@@ -28,9 +28,10 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def refine(analysed, rgb: np.ndarray, lam: float, iters: int, lr: float) -> np.ndarray:
     """Refined y for Δ = 1 (same shape as analysed.y), rounded onto the quantiser grid."""
     import tensorflow as tf
+    from models import scale_table as S
     h, w = rgb.shape[:2]
-    mu = analysed.mu_q.astype(np.float32) / 256.0
-    sigma = np.maximum(np.exp2(analysed.log2_sigma_q.astype(np.float32) / 256.0), 0.11)
+    mu = analysed.mu_q.astype(np.float32) / (1 << S.Q)
+    sigma = np.exp2(np.maximum(analysed.log2_sigma_q, S.LOG2_MIN_Q).astype(np.float32) / (1 << S.Q))
     yh, yw = analysed.y.shape[:2]
     x = np.pad(rgb, ((0, yh * 16 - h), (0, yw * 16 - w), (0, 0)), mode="edge")[None].astype(np.float32)
     mask = np.zeros(x.shape, np.float32)

@@ -78,13 +78,16 @@ class _Probe:
         meant; one range-decoding pass (no synthesis) proves it for each stream we hand out.
         """
         from decoder.decode import parse
-        k = next(i for i, e in enumerate(self.entries) if e.target_index == c.target_index)
-        a = self.analysed[k]
+        a = self.analysed[self.index(c)]
         got = parse(c.data, self.models)
         if not (np.array_equal(got.mu_q, a.mu_q) and np.array_equal(got.symbols, a.symbols(c.delta_code)[0])):
             raise EncoderMismatch(f"model {c.model} at delta code {c.delta_code}: the stream does not parse "
                                   "to the latents the encoder coded (encoder bug; nothing written)")
         return c
+
+    def index(self, c: Choice) -> int:
+        """Position in `entries` of the model that made this choice."""
+        return next(i for i, e in enumerate(self.entries) if e.target_index == c.target_index)
 
     def choice(self, k: int, code: int, target: float) -> Choice:
         b = self.bpp(k, code)
@@ -168,8 +171,7 @@ def search(rgb: np.ndarray, target: float, models, aim: float = DEFAULT_AIM, com
     ok = [c for c in fits if c.within_band]
     if len(ok) > 1 and compare_quality:
         for c in ok:
-            k = next(i for i, e in enumerate(entries) if e.target_index == c.target_index)
-            rec = p.analysed[k].reconstruct(c.delta_code)
+            rec = p.analysed[p.index(c)].reconstruct(c.delta_code)
             c.mse = float(np.mean((rec.astype(np.float64) - rgb.astype(np.float64)) ** 2))
         ok.sort(key=lambda c: (c.mse, -c.bpp))
     elif len(ok) > 1:
