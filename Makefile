@@ -32,7 +32,7 @@ test: $(STAMP)
 	$(VPY) -m pytest tests conformance
 
 bench: $(STAMP)
-	$(VPY) -m evaluation.bench --include-8k --out runs/bench
+	$(VPY) -m evaluation.bench --include-8k --kodak "$(KODAK)" --out runs/bench
 
 # The long jobs (tens of minutes on 2 cores); outputs under runs/ (git-ignored), resumable where noted.
 eval: $(STAMP)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: keep errors one line
-PROG = "ratelock-decode"
+PROG = "python -m decoder"   # the one name in usage and errors (decode.sh runs exactly this)
 STREAM_SUFFIXES = (".bit", ".bits")
 
 
@@ -54,31 +54,32 @@ def _decode_one(src: Path, dst: Path, models, limits, info: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: exit 0 only if every stream decoded; errors are one line."""
     args = _args(argv)
     from decoder.cli import one_line_errors
     return one_line_errors(PROG, lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Input and destination are checked before TensorFlow loads and before any decoding (issue 17, item 3).
+    from decoder.pngio import check_writable, ensure_output_dir
+    if args.dir:
+        src_dir = Path(args.input)
+        if not src_dir.is_dir():
+            raise NotADirectoryError(f"{src_dir}: not a folder")
+        streams = sorted(p for p in src_dir.iterdir() if p.suffix in STREAM_SUFFIXES)
+        if not streams:
+            raise FileNotFoundError(f"{src_dir}: no .bit/.bits streams")
+        out_dir = ensure_output_dir(args.output)
+    else:
+        streams, out_dir = [Path(args.input)], None
+        if not streams[0].is_file():
+            raise FileNotFoundError(f"{args.input}: no such file")
+        check_writable(args.output)
     from decoder.runtime import configure
     configure(args.threads)
     from decoder import decode as D
     limits = D.Limits(max_pixels=args.max_pixels)
-    if args.dir:
-        src_dir, out_dir = Path(args.input), Path(args.output)
-        if not src_dir.is_dir():
-            raise D.DecodeError(f"{src_dir}: not a folder")
-        streams = sorted(p for p in src_dir.iterdir() if p.suffix in STREAM_SUFFIXES)
-        if not streams:
-            raise D.DecodeError(f"{src_dir}: no .bit/.bits streams")
-        out_dir.mkdir(parents=True, exist_ok=True)
-    else:
-        streams, out_dir = [Path(args.input)], None
-        if not streams[0].is_file():
-            raise D.DecodeError(f"{args.input}: no such file")
-        parent = Path(args.output).resolve().parent
-        if not parent.is_dir():
-            raise D.DecodeError(f"{args.output}: output folder does not exist")
     models = D.ModelCache(args.registry)
     failed = 0
     it = streams

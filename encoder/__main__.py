@@ -17,14 +17,15 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: keep errors one line
-PROG = "ratelock-encode"
+PROG = "python -m encoder"   # the one name in usage and errors (encode.sh runs exactly this)
 
 
 class UsageError(ValueError):
-    pass
+    """Bad command line; one line for the user."""
 
 
 def parse_target(text: str) -> float:
+    """A target bpp from the command line; refuses 0, negatives, NaN and inf before TensorFlow loads."""
     try:
         t = float(text)
     except ValueError:
@@ -35,6 +36,7 @@ def parse_target(text: str) -> float:
 
 
 def parse_targets(text: str) -> list[float]:
+    """'all' or a comma list, for batch mode."""
     from models.targets import TARGETS
     if text == "all":
         return list(TARGETS)
@@ -65,15 +67,11 @@ def _describe(c, name: str) -> str:
             f"delta {c.delta:.3f} (code {c.delta_code}), {c.analyses} analyses, {c.probes} probes")
 
 
-def _single(args, encoder) -> int:
+def _single(args: argparse.Namespace, encoder, rgb) -> int:
     from decoder.pngio import write_bytes_atomic
-    from encoder.imageio import load_rgb8
     from rate_control.search import Unreachable, search
     target = parse_target(args.target)
     out = Path(args.output)
-    if not out.resolve().parent.is_dir():
-        raise UsageError(f"{args.output}: output folder does not exist")
-    rgb = load_rgb8(args.input, args.flatten_alpha)
     try:
         c = search(rgb, target, encoder.models, args.aim)
     except Unreachable as e:
@@ -89,17 +87,13 @@ def _single(args, encoder) -> int:
     return 0
 
 
-def _batch(args, encoder) -> int:
+def _batch(args: argparse.Namespace, encoder, images: list[Path], out: Path) -> int:
     from tqdm import tqdm
     from decoder.pngio import write_bytes_atomic
-    from encoder.imageio import InputError, image_paths, load_rgb8
+    from encoder.imageio import InputError, load_rgb8
     from models.targets import rate_code
     from rate_control.search import Unreachable, search
-    if not args.out:
-        raise UsageError("batch mode needs --out OUTDIR")
-    images, targets = image_paths(args.input), parse_targets(args.targets)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    targets = parse_targets(args.targets)
     rows, misses = [], 0
     bar = tqdm(total=len(images) * len(targets), desc="encoding", unit="stream", file=sys.stderr)
     for img in images:
@@ -141,6 +135,7 @@ def _batch(args, encoder) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: exit 0 only if every stream is within the band; errors are one line."""
     args = _args(argv)
     from decoder.cli import one_line_errors
     return one_line_errors(PROG, lambda: _run(args))
@@ -150,17 +145,26 @@ def _run(args: argparse.Namespace) -> int:
     batch = Path(args.input).is_dir()
     if not batch and (args.target is None or args.output is None):
         raise UsageError("usage: python -m encoder in.png TARGET out.bit  |  python -m encoder DIR --out OUTDIR")
-    if not batch:
-        parse_target(args.target)   # fail fast, before TensorFlow loads
-    else:
-        parse_targets(args.targets)
     if not 0 <= args.aim < 0.15:
         raise UsageError("--aim must be in [0, 0.15)")
+    # Everything about the input and the destination is checked before TensorFlow and the models load.
+    from decoder.pngio import check_writable, ensure_output_dir
+    from encoder.imageio import image_paths, load_rgb8
+    if batch:
+        parse_targets(args.targets)
+        if not args.out:
+            raise UsageError("batch mode needs --out OUTDIR")
+        images = image_paths(args.input)
+        out = ensure_output_dir(args.out)
+    else:
+        parse_target(args.target)
+        check_writable(args.output)
+        rgb = load_rgb8(args.input, args.flatten_alpha)
     from encoder.api import Encoder
     from decoder.runtime import configure
     configure(args.threads)
     enc = Encoder(args.registry, args.aim)
-    return _batch(args, enc) if batch else _single(args, enc)
+    return _batch(args, enc, images, out) if batch else _single(args, enc, rgb)
 
 
 if __name__ == "__main__":

@@ -7,21 +7,36 @@ installed commands work, then prints rate and quality and which weights were use
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from models.weights import Entry, Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB for 8-bit images (inf when identical)."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
+def used_entry(registry: Registry, decode_info: dict) -> Entry:
+    """The registry entry of the model that made the stream: the header's target index names it.
+
+    The search may pick a neighbouring model, so the target alone does not say which note applies (issue 17).
+    """
+    return registry.by_target(int(decode_info["target_index"]))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Encode, decode and report one image through the shell entry points."""
     p = argparse.ArgumentParser(prog="python -m encoder.demo", description=__doc__)
     p.add_argument("image", help="input PNG")
     p.add_argument("target", type=float, help="target bpp")
@@ -40,10 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     if len(trained) < len(reg.entries):
         print("WARNING: running UNTRAINED PLACEHOLDER weights for some targets: rates are real, quality is not.")
     print(f"models: {', '.join(names)} ({len(reg.entries)} targets registered, {len({e.hash for e in reg.entries})} distinct)")
-    for e in reg.entries:
-        if e.note:
-            print(f"  {e.name} @ target index {e.target_index}: {e.note}")
-            break
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
@@ -53,10 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     if r.returncode != 0:
         print(f"encode failed (exit {r.returncode})", file=sys.stderr)
         return r.returncode
-    r = subprocess.run([str(ROOT / "decoder" / "decode.sh"), str(bit), str(png), *extra])
+    r = subprocess.run([str(ROOT / "decoder" / "decode.sh"), str(bit), str(png), "--info", *extra],
+                       stdout=subprocess.PIPE, text=True)
     if r.returncode != 0:
         print(f"decode failed (exit {r.returncode})", file=sys.stderr)
         return r.returncode
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    used = used_entry(reg, info)
+    print(f"model used: {used.name} ({'trained' if used.trained else 'UNTRAINED placeholder'})"
+          + (f": {used.note}" if used.note else ""))
     src = np.asarray(Image.open(args.image).convert("RGB"))
     dec = np.asarray(Image.open(png).convert("RGB"))
     if src.shape != dec.shape:
