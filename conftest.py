@@ -11,10 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _build_tiny(out: Path, name: str, seed: int, targets: str, registry: Path, n: int, m: int) -> None:
-    import tensorflow as tf
-    from models.export import main as export_main
-    tf.keras.utils.set_random_seed(seed)
-    export_main(["--name", name, "--num-filters", str(n), "--latent-channels", str(m), "--out-dir", str(out),
+    from training.export import main as export_main
+    export_main(["--name", name, "--seed", str(seed), "--num-filters", str(n), "--latent-channels", str(m),
+                 "--out-dir", str(out),
                  "--register", targets, "--registry", str(registry)])
 
 

@@ -11,7 +11,7 @@
 # Exit status is non-zero on any difference.
 #
 # Without models/registry.yaml (no trained models yet) it builds from a scratch context holding a tiny
-# random-init model exported by models.export, and uses self-encoded streams.
+# random-init model exported by training.export, and uses self-encoded streams.
 # Environment: RATELOCK_DOCKER_IMAGE (tag, default ratelock-decoder:test), RATELOCK_DOCKER_NO_CACHE=1
 # (build without the layer cache), RATELOCK_PYTHON (host python, default .venv/bin/python),
 # RATELOCK_KODAK (folder of Kodak PNGs, default ../shared/data/kodak, else the bundled samples/).
@@ -40,8 +40,8 @@ if [ ! -f "$registry" ]; then
   mkdir -p "$ctx/models"
   cp -r decoder docker .dockerignore "$ctx/"
   cp models/*.py "$ctx/models/"
-  "$py" -m models.export --name tiny --num-filters 8 --latent-channels 8 --out-dir "$ctx/models/weights" \
-    --register all --registry "$ctx/models/registry.yaml" >/dev/null 2>&1 || die "models.export failed"
+  "$py" -m training.export --name tiny --num-filters 8 --latent-channels 8 --out-dir "$ctx/models/weights" \
+    --register all --registry "$ctx/models/registry.yaml" >/dev/null 2>&1 || die "training.export failed"
   registry="$ctx/models/registry.yaml"
 fi
 

@@ -163,9 +163,8 @@ def resolve_registry(args: argparse.Namespace, notes: list[str]) -> Path:
     per = len(TARGETS) // args.dev_models
     for k in range(args.dev_models):
         targets = ",".join(str(t) for t in TARGETS[k * per:(k + 1) * per])
-        code = ("import sys, tensorflow as tf; tf.keras.utils.set_random_seed(%d); "
-                "from models.export import main; sys.exit(main(sys.argv[1:]))" % (k + 1))
-        cmd = [sys.executable, "-c", code, "--name", f"bench{k}", "--num-filters", "128", "--latent-channels", "192",
+        cmd = [sys.executable, "-m", "training.export", "--seed", str(k + 1), "--name", f"bench{k}",
+               "--num-filters", "128", "--latent-channels", "192",
                "--out-dir", str(dev), "--register", targets, "--registry", str(dev / "registry.tmp.yaml")]
         print(f"building development model {k + 1}/{args.dev_models} ...", file=sys.stderr, flush=True)
         r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
@@ -177,7 +176,7 @@ def resolve_registry(args: argparse.Namespace, notes: list[str]) -> Path:
 
 # Source files that define the model file format: a cached development model is rebuilt when any changes.
 MODEL_FORMAT_SOURCES = ("models/weights.py", "models/coding.py", "models/entropy.py", "models/scale_table.py",
-                        "models/intnet.py", "models/transforms.py", "models/hyperprior.py", "models/export.py")
+                        "models/intnet.py", "models/transforms.py", "models/jax_transforms.py", "training/export.py")
 
 
 def _model_code_hash() -> str:

@@ -46,8 +46,7 @@ from typing import Any, Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # Modules a decoder process must not need (lazy loading / small decoder container).
-ENCODER_SIDE_MODULES = ("encoder", "rate_control", "models.train", "models.hyperprior", "models.export",
-                        "models.data", "models.entropy")
+ENCODER_SIDE_MODULES = ("encoder", "rate_control", "training", "models.jax_transforms", "models.entropy", "jax")
 
 
 # (owner, attribute, original) of every timing wrapper installed by this module; `run` undoes them, so

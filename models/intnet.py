@@ -197,30 +197,43 @@ class IntHyperSynthesis:
             a_max = ACT_MAX
 
 
-def from_keras(hyper_synthesis) -> IntHyperSynthesis:
-    """Quantise a trained float HyperSynthesisTransform (models/transforms.py)."""
-    import tensorflow as tf
-    layers: list[IntLayer] = []
+def from_float(layers: list[tuple[str, np.ndarray, np.ndarray, bool]]) -> IntHyperSynthesis:
+    """Quantise a trained float hyper-synthesis given as (kind, kernel as Keras stores it, bias, relu) per layer.
+
+    kind is 'conv' (stride 1, kernel (kh, kw, in, out)) or 'deconv' (stride 2, Keras's
+    transposed layout (kh, kw, out, in)). One quantiser for every source of weights
+    (Keras layers, JAX parameters), so both give the same integers.
+    """
+    out: list[IntLayer] = []
     in_frac = 0
-    keras_layers = [l for l in hyper_synthesis.layers]
-    for i, kl in enumerate(keras_layers):
-        w, b = (v.numpy().astype(np.float64) for v in (kl.kernel, kl.bias))
-        deconv = isinstance(kl, tf.keras.layers.Conv2DTranspose)
-        if deconv:
-            w = w.transpose(0, 1, 3, 2)   # Keras stores (kh, kw, out, in)
-        last = i == len(keras_layers) - 1
+    for i, (kind, kernel, bias, relu) in enumerate(layers):
+        w, b = np.asarray(kernel, np.float64), np.asarray(bias, np.float64)
+        if kind == "deconv":
+            w = w.transpose(0, 1, 3, 2)
+        last = i == len(layers) - 1
         out_frac = scale_table.Q if last else ACT_FRAC
         w_frac = int(np.floor(np.log2(W_MAX / max(np.abs(w).max(), 1e-12))))
         w_frac = min(w_frac, 24)
         wq = np.round(w * 2.0 ** w_frac).astype(np.int64)
         bq = np.round(b * 2.0 ** (in_frac + w_frac)).astype(np.int64)
-        relu = kl.activation is tf.keras.activations.relu
-        layers.append(IntLayer("deconv" if deconv else "conv", kl.strides[0], wq, bq, w_frac, in_frac,
-                               out_frac, relu))
+        out.append(IntLayer(kind, 2 if kind == "deconv" else 1, wq, bq, w_frac, in_frac, out_frac, bool(relu)))
         in_frac = out_frac
-    net = IntHyperSynthesis(layers)
+    net = IntHyperSynthesis(out)
     net.check_bounds()
     return net
+
+
+def from_keras(hyper_synthesis) -> IntHyperSynthesis:
+    """Quantise a float HyperSynthesisTransform (models/transforms.py)."""
+    import tensorflow as tf
+    layers = []
+    for kl in hyper_synthesis.layers:
+        deconv = isinstance(kl, tf.keras.layers.Conv2DTranspose)
+        if kl.strides[0] != (2 if deconv else 1):
+            raise ValueError(f"{kl.name}: stride {kl.strides[0]} is not supported")
+        layers.append(("deconv" if deconv else "conv", kl.kernel.numpy(), kl.bias.numpy(),
+                       kl.activation is tf.keras.activations.relu))
+    return from_float(layers)
 
 
 def meta_json(net: IntHyperSynthesis) -> str:

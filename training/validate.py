@@ -36,14 +36,21 @@ class CodedStats:
                 "coded_psnr": float(np.mean(self.psnr))}
 
 
-def coded_stats(model, images: list[np.ndarray]) -> CodedStats:
+def tf_available() -> bool:
+    """The coded probe needs the codec runtime (TF + tfc); the accelerator machine has none."""
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "tensorflow_compression"))
+
+
+def coded_stats(params, images: list[np.ndarray]) -> CodedStats:
     """Export to a temp dir, then encode at delta = 1 and decode with the shipped code path."""
     from decoder.decode import ModelCache, decode_bytes
     from encoder.encode import EncoderModels
-    from models.export import export, register
     from models.scale_table import DELTA_CODE_UNITY
+    from training.export import export, register
+    params = {k: np.asarray(v) for k, v in params.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        prefix = export(model, "val", out_dir=Path(tmp))
+        prefix = export(params, "val", out_dir=Path(tmp))
         reg = Path(tmp) / "registry.yaml"
         register(reg, prefix, "val", [0.5], trained=False)
         models = EncoderModels(str(reg))

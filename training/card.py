@@ -1,6 +1,6 @@
 """Write MODEL_CARD.md from the registry, the committed training state and a Kodak run at delta = 1.
 
-python -m models.card [--kodak ../shared/data/kodak] [--out MODEL_CARD.md]
+python -m training.card [--kodak ../shared/data/kodak] [--out MODEL_CARD.md]
 
 Every figure in the card is measured by this command, so anyone can rerun it.
 """
@@ -18,13 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _state_meta(name: str) -> dict:
-    from models.state import read_meta
+    from training.state import read_meta
     p = ROOT / "models" / "checkpoints" / f"{name}.npz"
     return read_meta(p) if p.exists() else {}
 
 
 def _lineage_line(meta: dict) -> str | None:
-    """Parents as recorded by models.train when the run was initialised (nearest first)."""
+    """Parents as recorded by training.train when the run was initialised (nearest first)."""
     chain = meta.get("lineage", [])
     if not chain:
         return None
@@ -81,7 +81,7 @@ def _curve_png(name: str, history: list[dict], out: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models.card", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.card", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kodak", default=str(ROOT.parent / "shared" / "data" / "kodak"), help="Kodak PNG folder")
     p.add_argument("--out", default=str(ROOT / "MODEL_CARD.md"), help="card to write")
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         images = images[:args.limit]
     out = Path(args.out)
     lines = ["# Model card", "",
-             f"Written by `python -m models.card` on {platform.node() or 'this machine'} "
+             f"Written by `python -m training.card` on {platform.node() or 'this machine'} "
              f"({platform.processor() or platform.machine()}). Kodak figures: every image coded at Δ = 1 "
              "(delta code 128) by the shipped encoder, decoded by the shipped decoder. PSNR-RGB and MS-SSIM-Y as "
              "defined in `evaluation/metrics.py` (Y = BT.601 full range).", "",

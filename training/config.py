@@ -33,7 +33,7 @@ class TrainConfig:
     mse_weight: float = _p(1.0, "weight of MSE (0..255 scale) in D")
     msssim_weight: float = _p(0.0, "weight of (1 - MS-SSIM) in D")
     steps: int = _p(200000, "total optimiser steps (resumed runs continue to this)")
-    batch: int = _p(8, "crops per step (global, split across replicas)")
+    batch: int = _p(8, "crops per step (global, split across devices)")
     patch: int = _p(128, "crop size in pixels")
     lr: float = _p(3e-4, "peak learning rate (Adam)")
     warmup_steps: int = _p(500, "linear learning-rate warm-up")
@@ -50,6 +50,11 @@ class TrainConfig:
     auto_rate: bool = _p(False, "after each validation, shift target_bpp / raise beta from the coded bpp at delta=1")
     beta_max: float = _p(800.0, "auto_rate doubles beta at most up to this: the loss constrains the batch mean, "
                                 "so a wide per-image spread (which the delta knob absorbs) never narrows")
+
+    max_side: int = _p(1280, "training images are downscaled to at most this side when loaded")
+    rate_probe: str = _p("auto", "validation rate: 'coded' (export + real encoder, needs TF), 'estimated' "
+                                 "(rounded latents' likelihoods, JAX only) or 'auto' (coded where TF is installed)")
+    compute_dtype: str = _p("float32", "conv compute type of analysis/synthesis: 'float32' or 'bfloat16'")
 
     @classmethod
     def help_text(cls) -> str:
@@ -68,6 +73,12 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for key, value in values.items():      # YAML 1.1 reads "3e-4" as a string: coerce to the declared type
+        if types[key] in ("float", float) and isinstance(value, (str, int)) and not isinstance(value, bool):
+            values[key] = float(value)
+        elif types[key] in ("int", int) and isinstance(value, (str, float)):
+            values[key] = int(float(value))
     return TrainConfig(**values)
 
 
