@@ -27,9 +27,9 @@ class UsageError(ValueError):
 
 
 def parse_targets(text: str) -> list[float]:
-    from encoder.__main__ import parse_targets as encoder_targets
+    from models.targets import parse_targets as parse
     try:
-        out = encoder_targets(text)
+        out = parse(text)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if not out:

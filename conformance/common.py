@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-KODAK = ROOT.parent / "shared" / "data" / "kodak"
+from evaluation.datasets import KODAK  # noqa: E402  (the one owner of data paths)
 GOLDEN_DIR = Path(__file__).resolve().parent / "streams"
 
 
@@ -32,9 +32,9 @@ def pixels_sha16(rgb: np.ndarray) -> str:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """RGB PSNR over all channels, peak 255; inf when identical."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    """RGB PSNR over all channels, peak 255; inf when identical (evaluation.metrics owns the formula)."""
+    from evaluation.metrics import psnr as metric
+    return metric(a, b, cap=math.inf)
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> int:

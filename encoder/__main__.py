@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: keep errors one line
+
+from models.targets import TOLERANCE  # noqa: E402  (no TensorFlow behind either import)
+from rate_control.search import DEFAULT_AIM  # noqa: E402
 PROG = "python -m encoder"   # the one name in usage and errors (encode.sh runs exactly this)
 
 
@@ -25,22 +27,21 @@ class UsageError(ValueError):
 
 
 def parse_target(text: str) -> float:
-    """A target bpp from the command line; refuses 0, negatives, NaN and inf before TensorFlow loads."""
+    """A target bpp (models/targets.py owns the rule), checked before TensorFlow loads."""
+    from models.targets import TargetError, parse_target as parse
     try:
-        t = float(text)
-    except ValueError:
-        raise UsageError(f"target {text!r} is not a number") from None
-    if not math.isfinite(t) or t <= 0:
-        raise UsageError(f"target must be a positive finite bpp, got {text}")
-    return t
+        return parse(text)
+    except TargetError as e:
+        raise UsageError(str(e)) from None
 
 
 def parse_targets(text: str) -> list[float]:
     """'all' or a comma list, for batch mode."""
-    from models.targets import TARGETS
-    if text == "all":
-        return list(TARGETS)
-    return [parse_target(t) for t in text.split(",") if t]
+    from models.targets import TargetError, parse_targets as parse
+    try:
+        return parse(text)
+    except TargetError as e:
+        raise UsageError(str(e)) from None
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,7 +54,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="batch mode: output folder")
     p.add_argument("--registry", default=None,
                    help="model registry YAML (default: $RATELOCK_REGISTRY or models/registry.yaml)")
-    p.add_argument("--aim", type=float, default=0.02,
+    p.add_argument("--aim", type=float, default=DEFAULT_AIM,
                    help="aim within this fraction of the target (the band is +-15 %%); rates up to target*(1+aim)")
     p.add_argument("--best-effort", action="store_true",
                    help="when the target is unreachable, write the closest stream anyway (exit status stays non-zero)")
@@ -145,8 +146,8 @@ def _run(args: argparse.Namespace) -> int:
     batch = Path(args.input).is_dir()
     if not batch and (args.target is None or args.output is None):
         raise UsageError("usage: python -m encoder in.png TARGET out.bit  |  python -m encoder DIR --out OUTDIR")
-    if not 0 <= args.aim < 0.15:
-        raise UsageError("--aim must be in [0, 0.15)")
+    if not 0 <= args.aim < TOLERANCE:
+        raise UsageError(f"--aim must be in [0, {TOLERANCE:g})")
     # Everything about the input and the destination is checked before TensorFlow and the models load.
     from decoder.pngio import check_writable, ensure_output_dir
     from encoder.imageio import image_paths, load_rgb8

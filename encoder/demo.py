@@ -21,12 +21,6 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB for 8-bit images (inf when identical)."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
 def used_entry(registry: Registry, decode_info: dict) -> Entry:
     """The registry entry of the model that made the stream: the header's target index names it.
 
@@ -45,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from PIL import Image
+
+    from evaluation.metrics import psnr
     from models.weights import load_registry
     reg = load_registry(args.registry)
     trained = [e for e in reg.entries if e.trained]

@@ -46,21 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _targets(spec: str) -> list[float]:
-    from models.targets import TARGETS
-
-    if spec.strip().lower() == "all":
-        return list(TARGETS)
-    out = []
-    for tok in spec.split(","):
-        try:
-            v = float(tok)
-        except ValueError:
-            raise UsageError(f"--targets: {tok!r} is not a number") from None
-        match = [t for t in TARGETS if abs(t - v) < 1e-9]
-        if not match:
-            raise UsageError(f"--targets: {v:g} is not a challenge target ({', '.join(f'{t:g}' for t in TARGETS)})")
-        out.append(match[0])
-    return sorted(set(out))
+    """Challenge targets only: anchors are rate-matched at the eight targets."""
+    from models.targets import TargetError, parse_targets
+    try:
+        return parse_targets(spec, challenge_only=True)
+    except TargetError as e:
+        raise UsageError(f"--targets: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.datasets import KODAK
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,7 +47,7 @@ def v1_reconstruction(em, rgb: np.ndarray, code: int) -> tuple[np.ndarray, float
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evaluation.escapes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kodak", default=str(ROOT.parent / "shared" / "data" / "kodak"), help="folder of PNGs")
+    p.add_argument("--kodak", default=str(KODAK), help="folder of PNGs")
     p.add_argument("--targets", default="all", help="'all' or comma-separated bpp values")
     p.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
     p.add_argument("--registry", default=None, help="model registry YAML (default: the shipped one)")

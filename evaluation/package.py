@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.metrics import psnr_from_mse
+
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "evaluation.package"
 # What the decoder container needs, relative to the repository root (docker/README.md).
@@ -141,7 +143,7 @@ def build(images_dir: Path, team: str, out: Path, targets: list[float], registry
             mse = float(np.mean((rec.astype(np.float64) - rgb.astype(np.float64)) ** 2))
             bpp = 8 * sp.stat().st_size / (rgb.shape[0] * rgb.shape[1])
             rows.append(Row(img.name, rgb.shape[1], rgb.shape[0], t, bpp, sp.stat().st_size, mse,
-                            10 * np.log10(255 ** 2 / max(mse, 1e-12)), within_band(bpp, t), name,
+                            psnr_from_mse(mse), within_band(bpp, t), name,
                             sha256(sp), sha256(pp), c.model, c.delta_code))
             bar.update(1)
     bar.close()
@@ -285,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     try:
         if not args.verify_only:
-            from encoder.__main__ import parse_targets
+            from models.targets import parse_targets
             targets = parse_targets(args.targets)
             if out.exists():
                 if not args.force:

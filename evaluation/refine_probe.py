@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return 10 * math.log10(255.0 ** 2 / float(np.mean((a.astype(np.float64) - b) ** 2)))
+from evaluation.datasets import KODAK
+from evaluation.metrics import psnr
 
 
 def refine(analysed, rgb: np.ndarray, lam: float, iters: int, lr: float) -> np.ndarray:
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="t075", help="registry model name")
     p.add_argument("--images", default="kodim01", help="comma-separated Kodak stems")
-    p.add_argument("--kodak", default="../shared/data/kodak", help="folder of the Kodak PNGs")
+    p.add_argument("--kodak", default=str(KODAK), help="folder of the Kodak PNGs")
     p.add_argument("--iters", type=int, default=20, help="Adam steps per refinement")
     p.add_argument("--lambdas", default="50,200", help="comma-separated rate weights (MSE per bpp)")
     p.add_argument("--lr", type=float, default=0.005, help="Adam step size, in quantiser steps")
@@ -82,13 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         rgb = load_rgb8(Path(args.kodak) / f"{stem}.png")
         px = rgb.shape[0] * rgb.shape[1]
         a = em.analyse(rgb)
-        curve = [(8 * len(a.code(c, 0)) / px, _psnr(rgb, a.reconstruct(c)), c) for c in range(112, 145, 4)]
+        curve = [(8 * len(a.code(c, 0)) / px, psnr(rgb, a.reconstruct(c)), c) for c in range(112, 145, 4)]
         print(stem, "curve (bpp, PSNR-RGB, delta code):", ", ".join(f"({b:.4f}, {q:.2f}, {c})" for b, q, c in curve))
         y0 = a.y
         for lam in (float(v) for v in args.lambdas.split(",")):
             t0 = time.time()
             a.y = refine(a, rgb, lam, args.iters, args.lr)
-            b, q = 8 * len(a.code(DELTA_CODE_UNITY, 0)) / px, _psnr(rgb, a.reconstruct(DELTA_CODE_UNITY))
+            b, q = 8 * len(a.code(DELTA_CODE_UNITY, 0)) / px, psnr(rgb, a.reconstruct(DELTA_CODE_UNITY))
             bs, qs = zip(*sorted((c[0], c[1]) for c in curve))
             print(f"{stem} lambda {lam:g}: refined {b:.4f} bpp {q:.2f} dB; curve at that bpp "
                   f"{np.interp(b, bs, qs):.2f} dB; {time.time() - t0:.1f} s", flush=True)

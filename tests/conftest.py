@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-KODAK = ROOT.parent / "shared" / "data" / "kodak"
+from evaluation.datasets import KODAK  # noqa: E402
 EXPECTED = Path(__file__).resolve().parent / "expected"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.conftest import KODAK, ROOT, run_cli
 
-TRAIN = ROOT.parent / "shared" / "data" / "train"
+from evaluation.datasets import TRAIN  # noqa: E402
 
 
 def test_pack_train_import_export_on_cpu(tmp_path):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from tests.conftest import ROOT, run_cli
 
-TRAIN = ROOT.parent / "shared" / "data" / "train"
+from evaluation.datasets import TRAIN  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.datasets import KODAK
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -83,7 +85,7 @@ def _curve_png(name: str, history: list[dict], out: Path) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.card", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kodak", default=str(ROOT.parent / "shared" / "data" / "kodak"), help="Kodak PNG folder")
+    p.add_argument("--kodak", default=str(KODAK), help="Kodak PNG folder")
     p.add_argument("--out", default=str(ROOT / "MODEL_CARD.md"), help="card to write")
     p.add_argument("--limit", type=int, default=0, help="use only the first N Kodak images (0 = all)")
     args = p.parse_args(argv)

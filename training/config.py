@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from evaluation.datasets import TRAIN
+
 
 def _p(default: Any, help: str) -> Any:  # noqa: A002 - 'help' mirrors argparse
     if isinstance(default, (list, dict)):
@@ -39,7 +41,7 @@ class TrainConfig:
     warmup_steps: int = _p(500, "linear learning-rate warm-up")
     lr_decay_at: list = _p([0.8, 0.95], "fractions of `steps` where the rate drops 10x")
     clipnorm: float = _p(1.0, "global gradient-norm clip; 0 disables")
-    train_dir: str = _p("../shared/data/train", "training photographs (JPEG/WebP/PNG)")
+    train_dir: str = _p(str(TRAIN), "training photographs (JPEG/WebP/PNG)")
     holdout_every: int = _p(30, "1 in this many training images (by name hash) is held out for validation")
     seed: int = _p(1, "seed for crops and initialisation")
     init_from: str = _p("", "resume-state .npz to initialise from (fine-tuning a base model)")
@@ -55,6 +57,11 @@ class TrainConfig:
     rate_probe: str = _p("auto", "validation rate: 'coded' (export + real encoder, needs TF), 'estimated' "
                                  "(rounded latents' likelihoods, JAX only) or 'auto' (coded where TF is installed)")
     compute_dtype: str = _p("float32", "conv compute type of analysis/synthesis: 'float32' or 'bfloat16'")
+    model: str = _p("meanscale", "entropy model: 'meanscale' (bitstream v2) or 'charm' (v3: channel-wise "
+                                 "autoregressive slices, training/charm.py); charm starts from init_from/the state")
+    charm_slices: int = _p(8, "charm: number of y slices (latent_channels must split evenly)")
+    charm_hidden: int = _p(64, "charm: hidden width of each slice's mu/sigma (and LRP) network")
+    charm_lrp: bool = _p(False, "charm: latent residual prediction (clipped to +-1/2)")
 
     @classmethod
     def help_text(cls) -> str:

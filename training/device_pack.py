@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from evaluation.datasets import KODAK
+
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 64 * 2 ** 20
 DATA_LIMIT = 45 * 2 ** 20
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="the run's config (its name, train_dir and init_from)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override; repeatable")
     p.add_argument("--out", default=str(ROOT / "device-pack"), help="pack folder (git-ignored; carried by name)")
-    p.add_argument("--kodak", default=str(ROOT.parent / "shared" / "data" / "kodak"), help="Kodak folder ('' = none)")
+    p.add_argument("--kodak", default=str(KODAK), help="Kodak folder ('' = none)")
     p.add_argument("--max-side", type=int, default=768, help="training images are downscaled to this side")
     p.add_argument("--quality", type=int, default=86, help="WebP quality of the training images")
     p.add_argument("--limit", type=int, default=0, help="pack only the first N training images (dry runs)")

@@ -61,6 +61,19 @@ def export(params: J.Params, name: str, extra: dict | None = None, out_dir: Path
     return prefix
 
 
+def export_v3(params: J.Params, name: str, extra: dict | None = None, out_dir: Path = WEIGHTS_DIR) -> Path:
+    """A bitstream-v3 model: the v2 files plus the integer slice networks in the decoder file.
+
+    The v2 export runs unchanged; models/charm.add_to_model then rewrites the .dec.npz with the
+    slice networks and `bitstream: 3` in its meta, so the file hash (the model's identity in the
+    stream header) covers them.
+    """
+    from models import charm
+    prefix = export({k: v for k, v in params.items() if not k.startswith("charm/")}, name, extra, out_dir)
+    charm.add_to_model(Path(str(prefix) + ".dec.npz"), charm.from_params(params))
+    return prefix
+
+
 def register(registry: Path, prefix: Path, name: str, targets: list[float], trained: bool, note: str = "") -> None:
     """Point the given targets at this model, keeping other entries."""
     import yaml

@@ -27,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.datasets import KODAK
+from evaluation.metrics import psnr_from_mse
+
 ROOT = Path(__file__).resolve().parent.parent
-KODAK = ROOT.parent / "shared" / "data" / "kodak"
 FETCH_EVERY = 25          # steps between host reads of the metrics (the only host sync in the loop)
 
 
@@ -89,6 +91,8 @@ class Trainer:
 
         from training.data import sample_crops
         from training.model import Loss, forward
+        if cfg.model == "charm":
+            from training.charm import forward  # noqa: F811 - bitstream v3's slice entropy model
         self.cfg = cfg
         devices = np.array(jax.devices())
         if cfg.batch % len(devices):
@@ -152,7 +156,7 @@ class Trainer:
         for img in images:
             out = self.evaluate(params, img[None].astype(np.float32) / 255.0)
             bpp.append(float(out["bpp"]))
-            psnr.append(float(10 * np.log10(255.0 ** 2 / max(float(out["mse"]), 1e-9))))
+            psnr.append(psnr_from_mse(float(out["mse"])))
         return bpp, psnr
 
 
@@ -246,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer = Trainer(cfg, pool.arrays())
     params_np, leaves, loop = _initial(cfg, args, log)
+    if cfg.model == "charm":                # a v2 start (the base state) gains slice nets that output zero
+        from training.charm import ensure_slices
+        params_np = ensure_slices(params_np, cfg)
+        probe = "estimated"                 # the coded probe exports v2 model files
     params, opt_state = trainer.place(params_np)
     if leaves is not None:
         treedef = jax.tree_util.tree_structure(opt_state)
@@ -282,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         m = meta()
         checkpoint.save(out / "ckpt", host_params(), [np.asarray(a) for a in jax.tree_util.tree_leaves(
             jax.device_get(opt_state))], m)
-        if args.state_dir:
+        if args.state_dir and cfg.model != "charm":     # state.py holds the v2 layout; charm keeps its ckpt
             state.save(host_params(), step, Path(args.state_dir) / f"{cfg.name}.npz", cfg.__dict__,
                        {k: v for k, v in m.items() if k not in ("step", "config")})
 
@@ -355,12 +363,12 @@ def main(argv: list[str] | None = None) -> int:
             ema = mean if ema is None else 0.9 * ema + 0.1 * mean
             bar.update(len(vals))
             bar.set_postfix(loss=f"{ema[0]:.3f}", bpp=f"{ema[1]:.3f}",
-                            psnr=f"{10 * np.log10(255.0 ** 2 / ema[2]):.2f}")
+                            psnr=f"{psnr_from_mse(ema[2]):.2f}")
         if step % args.log_every == 0 and window:
             m = np.mean(window, axis=0)
             window.clear()
             log.info("step %d loss %.6f bpp %.4f psnr %.2f (%.2f steps/s)", step, m[0], m[1],
-                     10 * np.log10(255.0 ** 2 / m[2]), (step - step0) / max(elapsed(), 1e-9))
+                     psnr_from_mse(m[2]), (step - step0) / max(elapsed(), 1e-9))
         if step % cfg.validate_every == 0:
             validate()
         if args.curve_seconds and elapsed() - last_curve >= args.curve_seconds:
@@ -380,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("stopped at step %d (%.2f steps/s over %.1f s; %s)", step, (step - step0) / max(elapsed(), 1e-9),
              elapsed(), run["device"])
     if lead and not args.no_export and step >= end and tf_available():
-        from training.export import export
-        path = export(host_params(), cfg.name, extra={"step": step, "trained": True, "config": cfg.__dict__},
+        from training.export import export, export_v3
+        path = (export_v3 if cfg.model == "charm" else export)(host_params(), cfg.name, extra={"step": step, "trained": True, "config": cfg.__dict__},
                       out_dir=Path(args.export_dir))
         log.info("exported step %d to %s", step, path)
     return 0

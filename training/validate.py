@@ -45,6 +45,7 @@ def tf_available() -> bool:
 def coded_stats(params, images: list[np.ndarray]) -> CodedStats:
     """Export to a temp dir, then encode at delta = 1 and decode with the shipped code path."""
     from decoder.decode import ModelCache, decode_bytes
+    from evaluation.metrics import psnr
     from encoder.encode import EncoderModels
     from models.scale_table import DELTA_CODE_UNITY
     from training.export import export, register
@@ -62,8 +63,7 @@ def coded_stats(params, images: list[np.ndarray]) -> CodedStats:
             data = enc.analyse(img).code(DELTA_CODE_UNITY, entry.target_index)
             rec = decode_bytes(data, dec)
             bpps.append(8 * len(data) / (img.shape[0] * img.shape[1]))
-            mse = np.mean((rec.astype(np.float64) - img.astype(np.float64)) ** 2)
-            psnrs.append(10 * np.log10(255 ** 2 / max(mse, 1e-9)))
+            psnrs.append(psnr(img, rec))
     return CodedStats(bpps, psnrs)
 
 

@@ -43,7 +43,7 @@ def _target(text: str, where: str) -> float | None:
     t = str(text).strip()
     if t.lower() in ("all", "*"):
         return None
-    from encoder.__main__ import parse_target   # one definition of a valid target
+    from models.targets import parse_target   # one definition of a valid target
     try:
         return parse_target(t)
     except ValueError as e:
