@@ -146,3 +146,28 @@ def test_slice_networks_cost_little():
     """kMAC/pixel of the default v3 slice networks (M=192, 8 x 24, hidden 64): a few percent of g_s."""
     k = C.kmac_per_pixel(192, 8, 64)
     assert 1.0 < k < 10.0
+
+
+def test_trainer_runs_charm_and_exports_a_v3_model(tmp_path):
+    """`model: charm` through training.train: the loss falls, the slice nets train, the export is a v3 model."""
+    from PIL import Image
+
+    from evaluation.datasets import TRAIN
+    from models import charm as MC
+    from tests.conftest import run_cli
+    from tests.test_train import _args, _losses
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in sorted(TRAIN.glob("bsd_*.jpg"))[:8]:
+        Image.open(f).convert("RGB").resize((128, 96)).save(data / (f.stem + ".png"))
+    r = run_cli(_args(data, tmp_path, 30, ["--config", "training/configs/charm_tiny.yaml"], name="c",
+                      latent_channels=8, charm_slices=2))
+    assert r.returncode == 0, r.stderr[-2000:]
+    losses = _losses(tmp_path / "runs" / "t" / "train.log")
+    assert len(losses) == 6 and np.mean(losses[-2:]) < 0.8 * losses[0], losses
+    dec = tmp_path / "export" / "c.dec.npz"
+    assert MC.bitstream_version(dec) == 3
+    net = MC.load_from_model(dec)
+    assert net.num_slices == 2 and net.slice_depth == 4 and net.lrp is not None
+    assert any(np.abs(l.weight).max() > 0 for l in [net.cc[1].layers[-1]])     # trained away from zero
+    assert not (tmp_path / "state" / "c.npz").exists()      # v2-layout committed state is not written for charm
