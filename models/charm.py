@@ -269,18 +269,6 @@ class SliceResult:
         return (self.y_hat_q.astype(np.float64) / (1 << S.Q)).astype(np.float32)
 
 
-def from_params(params: dict) -> IntCharm:
-    """Quantise the slice networks of a training/charm.py parameter set."""
-    from training import charm as TC      # export time only; the decoder never calls this
-    spec = TC.spec_of(params)
-    if not spec["num_slices"]:
-        raise ValueError("these parameters have no slice networks (a v2 model)")
-    n = spec["num_slices"]
-    cc = [from_float(TC.net_layers(params, i, "cc")) for i in range(n)]
-    lrp = [from_float(TC.net_layers(params, i, "lrp")) for i in range(n)] if spec["lrp"] else None
-    return IntCharm(n, spec["slice_depth"], spec["max_support"], cc, lrp)
-
-
 # -- model files -----------------------------------------------------------------------------------------
 
 BITSTREAM_VERSION = 3

@@ -65,7 +65,7 @@ def test_y_hat_is_fixed_point_mu_plus_s_delta():
 
 def test_three_backends_identical():
     """BLAS float64, numpy int64 and TF float64 give the same integers, through the whole slice loop with LRP."""
-    net = charm.from_params(_float_params())
+    net = TC.to_int(_float_params())
     mu_h, ls_h = _hyper()
     res = {b: net.loop(mu_h, ls_h, 140, _symbols_of(), backend=b) for b in ("blas", "int64", "tf64")}
     for b in ("int64", "tf64"):
@@ -79,7 +79,7 @@ def test_three_backends_identical():
 
 def test_single_net_backends_identical_at_the_bounds():
     """Inputs at +-ACT_MAX and beyond (a hostile stream's worth) still agree and stay clamped."""
-    net = charm.from_params(_float_params(3)).cc[3]
+    net = TC.to_int(_float_params(3)).cc[3]
     rng = np.random.default_rng(4)
     x = rng.integers(-intnet.ACT_MAX, intnet.ACT_MAX, (5, 4, net.in_channels))
     x[0, 0] = 10 * intnet.ACT_MAX
@@ -93,7 +93,7 @@ def test_quantised_slice_nets_track_the_float_nets():
     """The integer slice params are the JAX float ones to Q8 precision (export quantisation is benign)."""
     import jax.numpy as jnp
     p = _float_params(5, lrp=False, scale=0.1)
-    net = charm.from_params(p)
+    net = TC.to_int(p)
     spec = TC.spec_of(p)
     mu_h, ls_h = _hyper(6)
     mu_h[0, 0, :3] = 0
@@ -113,7 +113,7 @@ def test_quantised_slice_nets_track_the_float_nets():
 
 
 def test_storage_round_trip_and_overflow_refusal():
-    net = charm.from_params(_float_params())
+    net = TC.to_int(_float_params())
     meta, arrays = net.to_arrays()
     again = charm.IntCharm.from_arrays(meta, arrays)
     mu_h, ls_h = _hyper(8)
@@ -129,7 +129,7 @@ def test_storage_round_trip_and_overflow_refusal():
 
 def test_later_slices_depend_on_earlier_ones():
     """Control for the loop: changing slice 0's symbols changes slice 1's indexes (the context is wired in)."""
-    net = charm.from_params(_float_params())
+    net = TC.to_int(_float_params())
     mu_h, ls_h = _hyper(9)
     zero = net.loop(mu_h, ls_h, 128, lambda i, idx, mu: np.zeros(idx.shape, np.int32))
     bumped = net.loop(mu_h, ls_h, 128, lambda i, idx, mu: np.full(idx.shape, 3 if i == 0 else 0, np.int32))
@@ -145,7 +145,7 @@ def y_table():
 
 def test_encode_decode_slices_round_trip(y_table):
     """Encoder (quantise + clamp per slice) and decoder (range-decode per slice) run one loop; all agree."""
-    net = charm.from_params(_float_params(lrp=False, scale=0.002))
+    net = TC.to_int(_float_params(lrp=False, scale=0.002))
     mu_h, ls_h = _hyper(10)
     mu_h[0, 0, :3] = 0
     ls_h = np.full_like(ls_h, 640)                        # sigma ~ 5.7, so y below rarely escapes
@@ -174,7 +174,7 @@ def test_encode_decode_slices_round_trip(y_table):
 
 def test_hostile_slice_streams_are_bounded(y_table):
     """Random bytes: every slice is bounded (escape budget, finish check); decoding fails cleanly or succeeds."""
-    net = charm.from_params(_float_params())
+    net = TC.to_int(_float_params())
     mu_h, ls_h = _hyper(12, (3, 4))
     rng = np.random.default_rng(13)
     outcomes = set()
@@ -216,5 +216,5 @@ def test_escape_budget_is_per_slice(y_table):
 
 def test_slice_model_cost_is_small():
     """kMAC/pixel of the integer slice nets equals the training graph's count."""
-    net = charm.from_params(_float_params())
+    net = TC.to_int(_float_params())
     assert net.macs_per_pixel() / 1000 == pytest.approx(TC.kmac_per_pixel(M, SLICES, HIDDEN, True))

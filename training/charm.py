@@ -103,6 +103,18 @@ def net_layers(params: J.Params, i: int, net: str = "cc") -> list[tuple[str, np.
             for j in range(3)]
 
 
+def to_int(params: J.Params):
+    """Quantise the slice networks (models/charm.from_float per net): the v3 model file's IntCharm."""
+    from models import charm as MC
+    spec = spec_of(params)
+    if not spec["num_slices"]:
+        raise ValueError("these parameters have no slice networks (a v2 model)")
+    n = spec["num_slices"]
+    cc = [MC.from_float(net_layers(params, i, "cc")) for i in range(n)]
+    lrp = [MC.from_float(net_layers(params, i, "lrp")) for i in range(n)] if spec["lrp"] else None
+    return MC.IntCharm(n, spec["slice_depth"], spec["max_support"], cc, lrp)
+
+
 # -- the graph -------------------------------------------------------------------------------------------
 
 def slice_net(p: J.Params, i: int, net: str, x):

@@ -69,8 +69,9 @@ def export_v3(params: J.Params, name: str, extra: dict | None = None, out_dir: P
     stream header) covers them.
     """
     from models import charm
+    from training.charm import to_int
     prefix = export({k: v for k, v in params.items() if not k.startswith("charm/")}, name, extra, out_dir)
-    charm.add_to_model(Path(str(prefix) + ".dec.npz"), charm.from_params(params))
+    charm.add_to_model(Path(str(prefix) + ".dec.npz"), to_int(params))
     return prefix
 
 
