@@ -397,3 +397,41 @@ class SliceDecoder:
             ok = bool(self._tfc.entropy_decode_finalize(self.handle).numpy())
         if not ok:
             raise CorruptStream("range decoder did not end at the end of its substream")
+
+
+# -- the codec's two halves of the slice loop --------------------------------------------------------------
+
+def parse_slices(net: IntCharm, y_bytes: bytes, y_table: CdfTable, mu_h_q: np.ndarray, ls_h_q: np.ndarray,
+                 code: int) -> SliceResult:
+    """Decoder: the y substream -> symbols and y_hat_q, slice by slice; raises CorruptStream on a bad stream."""
+    dec = SliceDecoder(y_bytes, y_table)
+    res = net.loop(mu_h_q, ls_h_q, code, lambda i, idx, mu_q: dec.take(idx))
+    dec.finish()
+    return res
+
+
+def quantise_slices(net: IntCharm, y: np.ndarray, y_table: CdfTable, mu_h_q: np.ndarray, ls_h_q: np.ndarray,
+                    code: int, coder: SliceEncoder | None = None) -> SliceResult:
+    """Encoder: y (float) -> the symbols as coded (clamped per slice) and the decoder's y_hat_q.
+
+    With a coder, each slice is also range-coded as it is quantised (`coder.finish()` gives the substream).
+    """
+    delta = np.float32(S.delta(code))
+    s_ = net.slice_depth
+    clamp = coder.clamp if coder is not None else y_table.clamp
+
+    def quantise(i: int, idx: np.ndarray, mu_q: np.ndarray) -> np.ndarray:
+        mu = mu_q.astype(np.float32) / np.float32(1 << S.Q)
+        sym = clamp(np.clip(np.round((y[..., i * s_:(i + 1) * s_] - mu) / delta), -(1 << 30), 1 << 30), idx)
+        if coder is not None:
+            coder.add(sym, idx)
+        return sym
+    return net.loop(mu_h_q, ls_h_q, code, quantise)
+
+
+def code_slices(net: IntCharm, y: np.ndarray, y_table: CdfTable, mu_h_q: np.ndarray, ls_h_q: np.ndarray,
+                code: int) -> tuple[SliceResult, bytes]:
+    """Encoder: (what the decoder will parse, the y substream)."""
+    coder = SliceEncoder(y_table)
+    res = quantise_slices(net, y, y_table, mu_h_q, ls_h_q, code, coder)
+    return res, coder.finish()

@@ -153,19 +153,15 @@ def test_encode_decode_slices_round_trip(y_table):
     y = rng.normal(0, 4, mu_h.shape).astype(np.float32)
     y[2, 3, 5] = 5000.0                                   # an escape
     code = 120
-    enc = charm.SliceEncoder(y_table)
-
-    def quantise(i, idx, mu_q):
-        sl = slice(i * D, (i + 1) * D)
-        s = np.round((y[..., sl] - mu_q / 256.0) / S.delta(code))
-        s = enc.clamp(np.clip(s, -(1 << 30), 1 << 30), idx)
-        enc.add(s, idx)
-        return s
-    sent = net.loop(mu_h, ls_h, code, quantise)
-    data = enc.finish()
-    dec = charm.SliceDecoder(data, y_table)
-    got = net.loop(mu_h, ls_h, code, lambda i, idx, mu_q: dec.take(idx))
-    dec.finish()
+    sent, data = charm.code_slices(net, y, y_table, mu_h, ls_h, code)
+    got = charm.parse_slices(net, data, y_table, mu_h, ls_h, code)
+    again = charm.quantise_slices(net, y, y_table, mu_h, ls_h, code)      # no coder: the same symbols
+    assert np.array_equal(again.symbols, sent.symbols)
+    try:                                                                   # truncated: refused or different
+        bad = charm.parse_slices(net, data[:len(data) // 2], y_table, mu_h, ls_h, code)
+        assert not np.array_equal(bad.symbols, sent.symbols)
+    except CorruptStream:
+        pass
     for f in ("mu_q", "scale_idx", "symbols", "y_hat_q"):
         assert np.array_equal(getattr(sent, f), getattr(got, f)), f
     assert sent.symbols.max() > 500                        # the escape went through
