@@ -77,6 +77,16 @@ def test_three_backends_identical():
     assert not np.array_equal(r.mu_q, mu_h)
 
 
+@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_im2col_conv_equals_the_per_tap_conv(rows):
+    """The BLAS backend's banded im2col convolution gives intnet's per-tap integers exactly (band seams included)."""
+    rng = np.random.default_rng(rows)
+    x = rng.integers(-intnet.ACT_MAX, intnet.ACT_MAX, (37, 5, 6)).astype(np.float64)
+    w = rng.integers(-intnet.W_MAX, intnet.W_MAX, (3, 3, 6, 4))
+    want = intnet._conv_same(x.astype(np.int64), w, np.int64)
+    assert np.array_equal(charm.conv_same(x, w, np.float64, rows=rows).astype(np.int64), want)
+
+
 def test_single_net_backends_identical_at_the_bounds():
     """Inputs at +-ACT_MAX and beyond (a hostile stream's worth) still agree and stay clamped."""
     net = TC.to_int(_float_params(3)).cc[3]
