@@ -294,7 +294,12 @@ class SliceResult:
 
     def y_hat(self) -> np.ndarray:
         """Float32 latents for the synthesis."""
-        return (self.y_hat_q.astype(np.float64) / (1 << S.Q)).astype(np.float32)
+        return y_hat_float(self.y_hat_q)
+
+
+def y_hat_float(y_hat_q: np.ndarray) -> np.ndarray:
+    """Q8 latents -> float32 for the synthesis (exact: |y_hat_q| <= 2^22 fits float32's 24 bits)."""
+    return (np.asarray(y_hat_q, np.float64) / (1 << S.Q)).astype(np.float32)
 
 
 # -- model files -----------------------------------------------------------------------------------------
