@@ -13,7 +13,6 @@ check passes, 1 if any fails, 2 for bad usage. See conformance/README.md.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path

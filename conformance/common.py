@@ -10,13 +10,14 @@ import hashlib
 import math
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
+from evaluation.datasets import KODAK  # noqa: F401 - re-exported: conformance modules take the path from here
+
 ROOT = Path(__file__).resolve().parent.parent
-from evaluation.datasets import KODAK  # noqa: E402  (the one owner of data paths)
 GOLDEN_DIR = Path(__file__).resolve().parent / "streams"
 
 

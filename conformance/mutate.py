@@ -17,8 +17,8 @@ import hashlib
 import random
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from decoder import bitstream as B
 

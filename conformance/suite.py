@@ -11,9 +11,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -166,9 +166,9 @@ def run(opts: Options, streams: list[StreamRec] | None = None) -> tuple[list[Che
     `streams` are already-written streams (a submission package's): they are
     checked as they are instead of being encoded again.
     """
+    from decoder.runtime import configure
     from models.targets import TARGETS
     from models.weights import load_registry, registry_path
-    from decoder.runtime import configure
     t0 = time.perf_counter()
     configure()
     registry = load_registry(opts.registry)

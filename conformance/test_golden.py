@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
-
 from conformance import mutate
 from conformance.checks import golden as G
 from conformance.common import GOLDEN_DIR, KODAK, ROOT, sha16
@@ -95,6 +93,7 @@ def test_committed_golden_streams_match_the_shipped_registry():
 def test_committed_golden_streams_exercise_escapes():
     """The escape path (bitstream v2) is pinned by the committed streams, not only by unit tests."""
     import numpy as np
+
     from decoder.decode import ModelCache, parse
     models, escapes = ModelCache(), 0
     for f in sorted(GOLDEN_DIR.glob("*.bit")):

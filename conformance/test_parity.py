@@ -49,6 +49,7 @@ def test_inexact_path_is_detected(lo_model):
 def _fake_ctx(lo_model):
     import tempfile
     from pathlib import Path
+
     from conformance.conftest import kodak_crop
     from encoder.api import Encoder
     reg = str(lo_model.entry.prefix.parent / "registry.yaml")

@@ -44,6 +44,7 @@ def test_cases_are_seeded_and_reproducible(bases, hashes):
 def test_header_mutations_keep_a_valid_crc(bases, hashes):
     """Header extremes must get past the CRC so that they reach the deeper checks."""
     import zlib
+
     from decoder import bitstream as B
     for c in mutate.structured(0, bases[0], hashes, 100_000_000):
         if c.kind == "header" and "without re-computing" not in c.detail:

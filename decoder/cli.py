@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 def one_line_errors(prog: str, body: Callable[[], int]) -> int:

@@ -56,10 +56,11 @@ say "image $image: $(awk -v b="$size" 'BEGIN{printf "%.2f GB (%d bytes)", b/1e9,
   [ "${RATELOCK_DOCKER_NO_CACHE:-0}" = 1 ] || echo ' (layer cache allowed; RATELOCK_DOCKER_NO_CACHE=1 for a clean build)')"
 
 # ---- image contents ---------------------------------------------------------------------------
+# decoder/ and models/ are copied by folder: any module of theirs, the registry and decoder halves only.
 user=$(docker image inspect -f '{{.Config.User}}' "$image")
 case "$user" in ""|root|0|0:*|root:*) die "image runs as root (USER '$user')";; esac
 docker run --rm --network=none --entrypoint find "$image" /opt/ratelock -type f -not -name '*.pyc' >"$work/files"
-if grep -vE '^/opt/ratelock/(entrypoint\.py|decoder/[^/]+|models/(__init__|targets|scale_table|transforms|intnet|coding|weights)\.py|models/registry\.yaml|models/weights/[^/]+\.dec\.npz)$' "$work/files"; then
+if grep -vE '^/opt/ratelock/(entrypoint\.py|decoder/[^/]+|models/[^/]+\.py|models/registry\.yaml|models/weights/[^/]+\.dec\.npz)$' "$work/files"; then
   die "unexpected files in the image (above)"
 fi
 docker run --rm --network=none --entrypoint find "$image" / -xdev -name '*.enc.npz' 2>/dev/null \

@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: k
 
 from models.targets import TOLERANCE  # noqa: E402  (no TensorFlow behind either import)
 from rate_control.search import DEFAULT_AIM  # noqa: E402
+
 PROG = "python -m encoder"   # the one name in usage and errors (encode.sh runs exactly this)
 
 
@@ -28,7 +29,8 @@ class UsageError(ValueError):
 
 def parse_target(text: str) -> float:
     """A target bpp (models/targets.py owns the rule), checked before TensorFlow loads."""
-    from models.targets import TargetError, parse_target as parse
+    from models.targets import TargetError
+    from models.targets import parse_target as parse
     try:
         return parse(text)
     except TargetError as e:
@@ -37,7 +39,8 @@ def parse_target(text: str) -> float:
 
 def parse_targets(text: str) -> list[float]:
     """'all' or a comma list, for batch mode."""
-    from models.targets import TargetError, parse_targets as parse
+    from models.targets import TargetError
+    from models.targets import parse_targets as parse
     try:
         return parse(text)
     except TargetError as e:
@@ -90,6 +93,7 @@ def _single(args: argparse.Namespace, encoder, rgb) -> int:
 
 def _batch(args: argparse.Namespace, encoder, images: list[Path], out: Path) -> int:
     from tqdm import tqdm
+
     from decoder.pngio import write_bytes_atomic
     from encoder.imageio import InputError, load_rgb8
     from models.targets import rate_code
@@ -161,8 +165,8 @@ def _run(args: argparse.Namespace) -> int:
         parse_target(args.target)
         check_writable(args.output)
         rgb = load_rgb8(args.input, args.flatten_alpha)
-    from encoder.api import Encoder
     from decoder.runtime import configure
+    from encoder.api import Encoder
     configure(args.threads)
     enc = Encoder(args.registry, args.aim)
     return _batch(args, enc, images, out) if batch else _single(args, enc, rgb)

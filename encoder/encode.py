@@ -21,7 +21,6 @@ from models.intnet import Z_MAX
 from models.transforms import Y_STRIDE, Z_STRIDE
 from models.weights import Entry, load_encoder_transforms
 
-
 # The analysis runs on tiles of this many pixels (multiples of 64) with a halo of
 # 64 px (4 latents) -- wider than its receptive field (+-30 px) -- so memory is
 # bounded at any resolution and y matches the untiled transform.
@@ -68,7 +67,7 @@ class EncoderModel:
                 y[ty // Y_STRIDE:ty // Y_STRIDE + th, tx // Y_STRIDE:tx // Y_STRIDE + tw] = part[oy:oy + th, ox:ox + tw]
         return y
 
-    def analyse(self, rgb: np.ndarray) -> "Analysed":
+    def analyse(self, rgb: np.ndarray) -> Analysed:
         h, w = rgb.shape[:2]
         y = self.transform(rgb)
         z = self._h_a(y[None])[0].numpy()

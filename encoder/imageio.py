@@ -159,7 +159,8 @@ def image_paths(folder: str | os.PathLike) -> list[Path]:
     d = Path(folder)
     if not d.is_dir():
         raise InputError(f"{folder}: not a folder")
-    files = sorted(p for p in d.iterdir() if p.suffix.lower() in (".png", ".ppm", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp"))
+    suffixes = (".png", ".ppm", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp")
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in suffixes)
     if not files:
         raise InputError(f"{folder}: no images")
     return files

@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 import shlex
 import subprocess
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -349,6 +349,7 @@ class Ours(Codec):
     def version(self) -> str:
         """Model hashes plus a hash of the codec's source: new weights or new rate control make old points stale."""
         import hashlib
+
         from models.targets import TARGETS
         from models.weights import load_registry
         try:

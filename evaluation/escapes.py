@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--registry", default=None, help="model registry YAML (default: the shipped one)")
     args = p.parse_args(argv)
     from tqdm import tqdm
+
     from decoder.decode import decode_bytes
     from decoder.runtime import configure
     from encoder.encode import EncoderModels
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         em = models.encoder_model(next(e for e in models.distinct_entries() if e.name == c.model))
         v1, frac = v1_reconstruction(em, rgb, c.delta_code)
         rows[t].append((f.stem, c.model, frac, psnr_rgb(rgb, decode_bytes(c.data, models)), psnr_rgb(rgb, v1)))
-    print(f"| target | models | y symbols escaped | PSNR-RGB v2 | PSNR-RGB v1 (clamped) | worst v1 loss |")
+    print("| target | models | y symbols escaped | PSNR-RGB v2 | PSNR-RGB v1 (clamped) | worst v1 loss |")
     print("|---|---|---|---|---|---|")
     for t, r in rows.items():
         loss = [a - b for *_, a, b in r]

@@ -51,7 +51,7 @@ def run(args: list[str], stdin: bytes | None = None) -> subprocess.CompletedProc
     return proc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _listing(kind: str) -> str:
     try:
         return run(["-hide_banner", f"-{kind}"]).stdout.decode(errors="replace")

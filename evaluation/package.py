@@ -6,7 +6,8 @@ Layout of SUBMISSION_DIR:
   bitstreams/<TEAM>_<IMAGE>_<BR>.bits     BR = bpp x 100, three digits (0.06 -> 006)
   decoded/<TEAM>_<IMAGE>_<BR>.png         what the packaged decoder outputs
   results.csv                             image, target, real bpp, bytes, MSE, PSNR, band, hashes
-  decoder/                                decoder container sources + decode-side models (docker build -f docker/Dockerfile decoder/)
+  decoder/                                decoder container sources + decode-side models
+                                          (docker build -f docker/Dockerfile decoder/)
   CONFORMANCE.md, conformance.json,       the conformance suite's report on these very streams
   conformance_rate.png                    (every stream's deviation against the band)
   MANIFEST.json                           versions and sha256 of every file
@@ -45,11 +46,14 @@ from evaluation.metrics import psnr_from_mse
 
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "evaluation.package"
-# What the decoder container needs, relative to the repository root (docker/README.md).
-DECODER_FILES = ["decoder", "models/__init__.py", "models/targets.py", "models/scale_table.py",
-                 "models/transforms.py", "models/intnet.py", "models/coding.py", "models/weights.py",
-                 "docker/Dockerfile", "docker/Dockerfile.gpu", "docker/entrypoint.py", "docker/README.md",
-                 ".dockerignore"]
+# What the decoder container needs, relative to the repository root (docker/README.md): decoder/ and the
+# codec core's modules by folder, as the Dockerfile copies them; the registry's decoder halves are added below.
+DECODER_FILES = ["decoder", "models", "docker/Dockerfile", "docker/Dockerfile.gpu", "docker/entrypoint.py",
+                 "docker/README.md", ".dockerignore"]
+# Never packaged: encoder halves, training states, plots, design notes, and the weights folder (rebuilt below
+# from the registry, so only the models it names travel).
+DECODER_EXCLUDE = ("__pycache__", "*.pyc", "*.enc.npz", "checkpoints", "*.png", "README.md", "weights",
+                   "registry.yaml")
 TEAM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
 
 
@@ -94,12 +98,13 @@ class Row:
 
 def _copy_decoder(dest: Path, registry: Path) -> None:
     import yaml
+
     from models.targets import TARGETS
     from models.weights import load_registry
     for rel in DECODER_FILES:
         src = ROOT / rel
         if src.is_dir():
-            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns(*DECODER_EXCLUDE))
         elif src.exists():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
@@ -117,10 +122,11 @@ def _copy_decoder(dest: Path, registry: Path) -> None:
 
 def build(images_dir: Path, team: str, out: Path, targets: list[float], registry: str | None) -> list[Row]:
     from tqdm import tqdm
+
+    from decoder.api import decode_bytes
     from decoder.pngio import write_bytes_atomic, write_png_atomic
     from encoder.api import Encoder
     from encoder.imageio import image_paths, load_rgb8
-    from decoder.api import decode_bytes
     from models.targets import within_band
     from models.weights import registry_path
     if not TEAM_RE.match(team):
@@ -213,6 +219,7 @@ def write_manifest(out: Path, team: str, targets: list[float], rows: list[Row]) 
 def verify(out: Path, timeout: float = 3600) -> list[str]:
     """Failures found by decoding with the packaged decoder and re-checking every figure."""
     from PIL import Image
+
     from models.targets import within_band
     failures: list[str] = []
     manifest = json.loads((out / "MANIFEST.json").read_text())

@@ -21,13 +21,12 @@ rule (no per-codec copies that could drift apart):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
-
-from models.targets import TOLERANCE, within_band
 
 from evaluation.codecs import Knob
 from evaluation.metrics import bpp as bits_per_pixel
+from models.targets import TOLERANCE, within_band
 
 PROPORTIONAL_STOP = 0.01  # a rate-request knob stops once within 1 % of the target
 MAX_PROPORTIONAL_STEPS = 8

@@ -27,6 +27,7 @@ from evaluation.metrics import psnr
 def refine(analysed, rgb: np.ndarray, lam: float, iters: int, lr: float) -> np.ndarray:
     """Refined y for Δ = 1 (same shape as analysed.y), rounded onto the quantiser grid."""
     import tensorflow as tf
+
     from models import scale_table as S
     h, w = rgb.shape[:2]
     mu = analysed.mu_q.astype(np.float32) / (1 << S.Q)

@@ -10,15 +10,15 @@ import csv
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from models.targets import TOLERANCE
-
 from evaluation import bd, metrics
 from evaluation.ffmpeg import VMAF_SCALE
+from models.targets import TOLERANCE
 
 SUMMARY_FIELDS = ("codec", "target", "n", "compliant", "mean_bpp", "var_bpp", "mean_psnr_rgb", "mean_psnr_y",
                   "mean_msssim_y", "mean_msssim_y_db", "mean_msssim_rgb", "mean_vmaf", "med_enc_ms", "med_dec_ms",

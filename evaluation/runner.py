@@ -11,18 +11,18 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from models.targets import rate_code, within_band
-
 from evaluation import ffmpeg, metrics
 from evaluation.codecs import Codec
 from evaluation.ratematch import TrialCache, match_rate
+from models.targets import rate_code, within_band
 
 IMAGE_SUFFIXES = (".png", ".ppm", ".pnm", ".bmp", ".tif", ".tiff")
 CSV_FIELDS = ("codec", "image", "target", "bpp", "within_band", "knob", "psnr_rgb", "psnr_y", "msssim_y",

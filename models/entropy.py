@@ -6,8 +6,6 @@ int32 tables are stored in the model file; models/coding.py only reads them.
 
 from __future__ import annotations
 
-import numpy as np
-
 from models import scale_table as S
 from models.coding import CdfTable
 

@@ -19,7 +19,7 @@ exactly (up to summation order), and XLA:CPU differentiates it ~5x faster than
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 from evaluation.datasets import KODAK  # noqa: E402
+
 EXPECTED = Path(__file__).resolve().parent / "expected"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

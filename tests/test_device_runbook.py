@@ -13,9 +13,8 @@ import sys
 
 from PIL import Image
 
-from tests.conftest import KODAK, ROOT, run_cli
-
 from evaluation.datasets import TRAIN  # noqa: E402
+from tests.conftest import KODAK, ROOT, run_cli
 
 
 def test_pack_train_import_export_on_cpu(tmp_path):

@@ -22,9 +22,9 @@ if str(ROOT) not in sys.path:
 
 from evaluation import bd, codecs, metrics, ratematch, report  # noqa: E402
 from evaluation.__main__ import main  # noqa: E402
+from evaluation.datasets import KODAK  # noqa: E402
 from models.targets import TOLERANCE, within_band  # noqa: E402
 
-from evaluation.datasets import KODAK  # noqa: E402
 # A plausible anchor curve (JPEG 2000 on Kodak, per-target means).
 RATES = [0.0601, 0.1200, 0.2495, 0.4989, 0.7490, 0.9991, 1.4983, 1.9975]
 PSNR = [25.10, 26.91, 29.26, 32.18, 34.31, 36.00, 38.66, 40.80]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import intnet, scale_table as S
+from models import intnet
+from models import scale_table as S
 from models.transforms import HyperSynthesisTransform
 
 

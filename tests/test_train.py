@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, run_cli
-
 from evaluation.datasets import TRAIN  # noqa: E402
+from tests.conftest import ROOT, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +159,7 @@ def test_max_seconds_stops_and_writes_the_curve(small_data, tmp_path):
 def test_slim_state_reads_shared_tensors_from_its_export(tmp_path):
     """A slim state resumes to exactly the full state's weights, and refuses an export that changed."""
     import jax
+
     from models import jax_transforms as J
     from training import state
     from training.export import export
@@ -203,6 +203,7 @@ def test_committed_states_convert_to_the_shipped_model_files(name, tmp_path):
 def test_base_resumes_from_its_committed_state(tmp_path):
     """The committed base (step 20,203, N=128) resumes in JAX: a state copy advances by the steps run."""
     import shutil
+
     from training import state
     sd = tmp_path / "state"
     sd.mkdir()
@@ -222,6 +223,7 @@ def test_checkpoint_files_fit_the_device_limit_and_round_trip(tmp_path):
     """A full-size model (N=128, M=192) with Adam moments: every file at most 16 MiB; parameters exact."""
     import jax
     import optax
+
     from models import jax_transforms as J
     from training import checkpoint
     params = J.init(jax.random.PRNGKey(0), 128, 192)

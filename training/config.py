@@ -31,7 +31,8 @@ class TrainConfig:
     lmbda: float = _p(0.01, "rate-distortion trade-off of the 'lambda' loss (MSE on 0..255)")
     beta: float = _p(100.0, "rate-constraint weight of the 'guerin' loss")
     target_bpp: float = _p(0.5, "R_t of the 'guerin' loss; the challenge target this model serves")
-    quantization: str = _p("noise", "what g_s/h_s see in training: 'noise' (fast from scratch) or 'ste' (straight-through rounding, no train/test mismatch; for fine-tuning)")
+    quantization: str = _p("noise", "what g_s/h_s see in training: 'noise' (fast from scratch) or 'ste' "
+                                    "(straight-through rounding, no train/test mismatch; for fine-tuning)")
     mse_weight: float = _p(1.0, "weight of MSE (0..255 scale) in D")
     msssim_weight: float = _p(0.0, "weight of (1 - MS-SSIM) in D")
     steps: int = _p(200000, "total optimiser steps (resumed runs continue to this)")
@@ -65,7 +66,9 @@ class TrainConfig:
 
     @classmethod
     def help_text(cls) -> str:
-        return "\n".join(f"  {f.name} (default {f.default if f.default is not dataclasses.MISSING else f.default_factory()}): {f.metadata['help']}"
+        def default(f):
+            return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        return "\n".join(f"  {f.name} (default {default(f)}): {f.metadata['help']}"
                          for f in fields(cls))
 
 

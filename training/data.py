@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -89,7 +89,7 @@ class Pool:
     widths: np.ndarray      # (n,) int32
 
     @classmethod
-    def from_images(cls, images: list[np.ndarray]) -> "Pool":
+    def from_images(cls, images: list[np.ndarray]) -> Pool:
         sizes = [im.shape[0] * im.shape[1] for im in images]
         if sum(sizes) >= 2 ** 31:
             raise ValueError(f"{sum(sizes)} training pixels do not fit int32 indexes; lower max_side")

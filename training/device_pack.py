@@ -24,7 +24,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from evaluation.datasets import KODAK
@@ -70,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
-    from training import checkpoint, config as C, state
+    from training import checkpoint, state
+    from training import config as C
     from training.data import list_images
     cfg = C.load(args.config, args.set)
     out = Path(args.out)

@@ -389,8 +389,9 @@ def main(argv: list[str] | None = None) -> int:
              elapsed(), run["device"])
     if lead and not args.no_export and step >= end and tf_available():
         from training.export import export, export_v3
-        path = (export_v3 if cfg.model == "charm" else export)(host_params(), cfg.name, extra={"step": step, "trained": True, "config": cfg.__dict__},
-                      out_dir=Path(args.export_dir))
+        path = (export_v3 if cfg.model == "charm" else export)(
+            host_params(), cfg.name, extra={"step": step, "trained": True, "config": cfg.__dict__},
+            out_dir=Path(args.export_dir))
         log.info("exported step %d to %s", step, path)
     return 0
 

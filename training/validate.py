@@ -45,8 +45,8 @@ def tf_available() -> bool:
 def coded_stats(params, images: list[np.ndarray]) -> CodedStats:
     """Export to a temp dir, then encode at delta = 1 and decode with the shipped code path."""
     from decoder.decode import ModelCache, decode_bytes
-    from evaluation.metrics import psnr
     from encoder.encode import EncoderModels
+    from evaluation.metrics import psnr
     from models.scale_table import DELTA_CODE_UNITY
     from training.export import export, register
     params = {k: np.asarray(v) for k, v in params.items()}

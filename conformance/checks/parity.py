@@ -23,12 +23,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from conformance.checks.determinism import (RECON_TOL, RuntimeConfig, compare_runs, configs_for, decode_in_process,
-                                            decode_runs, run_decoder_batch, subset)
+from conformance.checks.determinism import (
+    RECON_TOL,
+    RuntimeConfig,
+    compare_runs,
+    configs_for,
+    decode_in_process,
+    decode_runs,
+    run_decoder_batch,
+    subset,
+)
 from conformance.common import fmt_db, max_abs_diff, psnr
 from conformance.report import CheckResult, Table
 
@@ -68,7 +76,8 @@ def permuted_run(net, z_hat: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.
 
 def float32_run(net, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A deliberately non-exact hyper path (float32 accumulation), for the sensitivity figure only."""
-    from models import intnet, scale_table as S
+    from models import intnet
+    from models import scale_table as S
     a = np.clip(np.asarray(z_hat, np.int64), -intnet.Z_MAX, intnet.Z_MAX).astype(np.float32)
     for l in net.layers:
         w = l.weight.astype(np.float32)

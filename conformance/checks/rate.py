@@ -12,9 +12,9 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -43,7 +43,7 @@ def _target(text: str, where: str) -> float | None:
     t = str(text).strip()
     if t.lower() in ("all", "*"):
         return None
-    from models.targets import parse_target   # one definition of a valid target
+    from models.targets import parse_target  # one definition of a valid target
     try:
         return parse_target(t)
     except ValueError as e:
