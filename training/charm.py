@@ -278,7 +278,8 @@ def compare(args) -> dict:
               "v3": with_slices(base, jax.random.PRNGKey(args.seed), args.num_slices, args.hidden, args.lrp)}
     evaluate = jax.jit(lambda p, x, d: {k: v for k, v in forward(p, x, delta=d).items() if k != "x_hat"})
     codes = [int(c) for c in args.codes.split(",")]
-    result = {"train_mode": args.train, "steps": args.steps, "batch": args.batch, "patch": args.patch, "lr": args.lr, "lmbda": lam,
+    result = {"train_mode": args.train, "steps": args.steps, "batch": args.batch, "patch": args.patch, "lr": args.lr,
+              "lr_new": args.lr_new or args.lr, "lmbda": lam,
               "num_slices": args.num_slices, "hidden": args.hidden, "lrp": args.lrp,
               "kodak": [f.name for f in kodak], "base_step": meta["step"], "curves": {}, "train": {}}
     seed_key = jax.random.PRNGKey(args.seed)
@@ -304,7 +305,8 @@ def compare(args) -> dict:
                 (value, out), g = jax.value_and_grad(lambda q: (lambda o: (loss(o, x, 1.0, 1.0), o))(
                     forward(q, x, kn)), has_aux=True)(params)
             up, opt_state = opt.update(g, opt_state, params)
-            params = jax.tree_util.tree_map(lambda a, u: a - args.lr * u, params, up)
+            lr_new = args.lr_new or args.lr           # the slice nets are new: they may learn faster than the base
+            params = {k: params[k] - (lr_new if k.startswith(PREFIX) else args.lr) * up[k] for k in params}
             return params, opt_state, jnp.stack([value, out["bpp"], out["mse"]])
 
         step = jax.jit(step_fn, donate_argnums=(0, 1))
@@ -350,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--batch", type=int, default=4)
     c.add_argument("--patch", type=int, default=128)
     c.add_argument("--lr", type=float, default=1e-4)
+    c.add_argument("--lr-new", type=float, default=0.0, help="learning rate of the slice nets (0 = --lr)")
     c.add_argument("--num-slices", type=int, default=8)
     c.add_argument("--hidden", type=int, default=64)
     c.add_argument("--lrp", action="store_true")
