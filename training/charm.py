@@ -284,6 +284,7 @@ def compare(args) -> dict:
               "kodak": [f.name for f in kodak], "base_step": meta["step"], "curves": {}, "train": {}}
     seed_key = jax.random.PRNGKey(args.seed)
     curve0 = None
+    models = {k: v for k, v in models.items() if k in args.models.split(",")}
     for name, p0 in models.items():
         params = {k: jnp.asarray(v) for k, v in p0.items()}
         opt = optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam(eps=1e-7))
@@ -311,7 +312,7 @@ def compare(args) -> dict:
 
         step = jax.jit(step_fn, donate_argnums=(0, 1))
         # v3 starts as v2 exactly (zero last layers; tests/test_charm_train.py), so one start curve serves both
-        curve0 = curve0 if name != "v2" else _curve(evaluate, params, images, codes)
+        curve0 = curve0 if curve0 is not None else _curve(evaluate, params, images, codes)
         t0, losses = time.time(), []
         for i in range(args.steps):
             params, opt_state, v = step(params, opt_state, jnp.int32(i))
@@ -328,6 +329,8 @@ def compare(args) -> dict:
         if args.save:
             np.savez_compressed(Path(args.save).with_name(f"{Path(args.save).stem}-{name}.npz"),
                                 **{k: np.asarray(v) for k, v in params.items()})
+    if len(result["curves"]) < 2:
+        return result
     c2, c3 = result["curves"]["v2"]["end"], result["curves"]["v3"]["end"]
     try:
         result["bd_rate_v3_vs_v2_percent"] = bd_rate([c["bpp"] for c in c2], [c["psnr"] for c in c2],
@@ -359,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--train", choices=("all", "entropy"), default="all",
                    help="'all': every parameter, R + lambda*D; 'entropy': g_a and g_s frozen, rate only (cheap on CPU)")
     c.add_argument("--seed", type=int, default=1)
+    c.add_argument("--models", default="v2,v3", help="which of v2,v3 to train (a v2 run does not depend on the slice options)")
     c.add_argument("--codes", default="96,112,128,144,160", help="delta codes of the curve (128 = delta 1)")
     c.add_argument("--out", default="", help="write the result JSON here")
     c.add_argument("--save", default="", help="save both final parameter sets beside this path")
