@@ -17,7 +17,7 @@ import numpy as np
 from decoder.bitstream import BitstreamError, Header, parse_header, unpack
 from models import scale_table as S
 from models.coding import CorruptStream, decode as range_decode
-from models.transforms import Y_STRIDE, Z_STRIDE
+from models.synthesis import Y_STRIDE, Z_STRIDE
 
 # Synthesis runs on tiles of this many latents (1024 px) with a halo wide enough
 # that tiles join without seams (tests/test_tiling.py checks max |diff| <= 1).
@@ -133,16 +133,13 @@ def dequantize(parsed: Parsed) -> np.ndarray:
     return dequantize_symbols(parsed.symbols, parsed.mu_q, parsed.header.delta_code)
 
 
-_SYNTH_FNS: dict[int, object] = {}
-
-
 def _synth_fn(synthesis):
+    """The synthesis as a function of a numpy y_hat, run eagerly: it is plain TF ops (models.synthesis),
+    so there is no Keras model to build and no graph to trace (issue 17, item 7: ~0.2 s of CPU per
+    process). Eager and traced runs of these ops give the same float32 output bit for bit
+    (tests/test_synthesis.py), as the Keras model's tf.function did (golden streams: same PNG bytes)."""
     import tensorflow as tf
-    key = id(synthesis)
-    if key not in _SYNTH_FNS:
-        _SYNTH_FNS[key] = tf.function(lambda y: synthesis(y),
-                                      input_signature=[tf.TensorSpec([1, None, None, None], tf.float32)])
-    return _SYNTH_FNS[key]
+    return lambda y: synthesis(tf.convert_to_tensor(y, tf.float32))
 
 
 def synthesize(synthesis, y_hat: np.ndarray, tile: int = TILE_LATENTS, halo: int = HALO_LATENTS) -> np.ndarray:

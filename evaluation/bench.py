@@ -8,7 +8,10 @@ its peak RSS (VmHWM / ru_maxrss) and its start-up are its own. Inside a worker t
 operation runs `--runs` times after a tiny warm-up (model load + tf.function
 trace) and the median is reported. Test images are made on the fly from Kodak
 (768x512: kodim23; larger sizes: a mosaic of Kodak images) in a temporary
-folder that is deleted afterwards. See evaluation/BENCH.md.
+folder that is deleted afterwards. Last, the CLI start-up figure: whole
+`decoder/decode.sh` calls on the first size's stream against bare
+`python -c "import tensorflow"` calls, interleaved (`--cli-runs`; `--startup-only`
+measures only start-up, in about a minute). See evaluation/BENCH.md.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import csv
 import json
 import math
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -37,6 +41,7 @@ ANCHORS = ("jpeg2000", "hevc")
 GOAL_DECODE_S = 1.0            # 768x512 decode, start-up excluded
 GOAL_SEARCH_RATIO = 2.0        # rate-search encode <= 2x fixed-step encode
 GOAL_RSS_BYTES = 4e9           # 3840x2160 encode and decode peak RSS <= 4 GB
+GOAL_CLI_BEYOND_TF_S = 1.0     # whole decoder/decode.sh call <= bare `import tensorflow` + 1 s (issue 17, item 7)
 MIB = 1 << 20
 
 
@@ -87,6 +92,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--inprocess", action="store_true",
                    help="run operations in this process (tests / debugging): peak RSS is then NOT per operation")
     p.add_argument("--keep-images", action="store_true", help="keep the generated images and streams")
+    p.add_argument("--cli-runs", type=int, default=3,
+                   help="whole `decoder/decode.sh` calls on the first size's stream, interleaved with as many bare "
+                        "`python -c 'import tensorflow'` calls, for the CLI start-up figure; 0 skips it, as does "
+                        "--inprocess (default 3)")
+    p.add_argument("--startup-only", action="store_true",
+                   help="only the start-up figures: one rate-search encode of the first size makes the stream, then "
+                        "the start-up workers and the CLI calls (about a minute; no anchors, no 8K)")
     a = p.parse_args(argv)
     a.size_list = [parse_size(s) for s in a.sizes.split(",") if s.strip()]
     if a.hevc_qp != "match":
@@ -98,6 +110,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise BenchError("--sizes is empty")
     if a.runs < 1 or a.runs_8k < 1:
         raise BenchError("--runs must be >= 1")
+    if a.cli_runs < 0:
+        raise BenchError("--cli-runs must be >= 0")
     return a
 
 
@@ -331,7 +345,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if not kodak.is_dir():
         notes.append(f"NOTE: Kodak folder {kodak} not found: synthetic images are used.")
     anchors: list[str] = []
-    if not args.skip_anchors:
+    if not args.skip_anchors and not args.startup_only:
         from evaluation import codecs
         for name in ANCHORS:
             why = codecs.make(name).unavailable()
@@ -355,8 +369,12 @@ def run_bench(args: argparse.Namespace) -> int:
             stream = work / f"{size}.rlk"
             r = runner(f"{size} ours encode (rate search, target {args.target:g})",
                        {**common, "op": "encode_search", "image": str(img), "target": args.target,
-                        "runs": args.runs, "stream_out": str(stream)})
+                        "runs": 1 if args.startup_only else args.runs, "stream_out": str(stream)})
             results[size, "ours", "encode_search"] = r
+            if args.startup_only:
+                first_stream = stream if stream.is_file() else None
+                img.unlink(missing_ok=True)
+                break
             fixed = {"target_index": r.get("target_index"), "delta_code": r.get("delta_code", 128)} if _ok(r) else {}
             results[size, "ours", "encode_fixed"] = runner(
                 f"{size} ours encode (fixed model/step)",
@@ -394,7 +412,7 @@ def run_bench(args: argparse.Namespace) -> int:
                         f"{size} {name} decode", {"op": "anchor_decode", "codec": name, "knob": knob,
                                                   "stream": str(ast), "width": w, "height": h, "runs": args.runs})
             img.unlink(missing_ok=True)
-        if args.include_8k:
+        if args.include_8k and not args.startup_only:
             w, h = SIZE_8K
             size = f"{w}x{h}"
             img = work / f"{size}.npy"
@@ -420,23 +438,88 @@ def run_bench(args: argparse.Namespace) -> int:
         for i in range(args.runs):
             startup["encoder"].append(runner(f"start-up encoder {i + 1}/{args.runs}",
                                              {**common, "op": "startup_encode"}))
+        cli = None
+        if first_stream is not None and args.cli_runs and not args.inprocess:
+            cli = cli_startup(first_stream, registry, args.cli_runs, work)
     finally:
         if not args.keep_images:
             shutil.rmtree(work, ignore_errors=True)
         else:
             notes.append(f"NOTE: images and streams kept in {work}")
 
-    text = report(args, registry, reg_desc, notes, results, startup, anchors, time.time() - started)
+    text = report(args, registry, reg_desc, notes, results, startup, anchors, time.time() - started, cli)
     print(text)
     (out_dir / "table.txt").write_text(text + "\n")
-    write_csv(out_dir / "bench.csv", results, startup)
+    write_csv(out_dir / "bench.csv", results, startup, cli)
     (out_dir / "results.json").write_text(json.dumps(
         {"command": command_line(), "registry": str(registry), "registry_description": reg_desc, "notes": notes,
          "results": [dict(r, size=k[0], codec=k[1], bench_op=k[2]) for k, r in results.items()],
-         "startup": startup}, indent=1, default=str))
+         "startup": startup, "cli_startup": cli}, indent=1, default=str))
     print(f"\nwrote {out_dir / 'table.txt'}, {out_dir / 'bench.csv'}, {out_dir / 'results.json'}", file=sys.stderr)
-    failed = [r for r in runner.log if "error" in r]
+    failed = [r for r in runner.log if "error" in r] + ([cli] if cli and "error" in cli else [])
     return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- CLI start-up
+
+CLI_CALLS = ("import_tensorflow", "import_tensorflow_as_decoder", "decode_sh")
+CLI_LABELS = {"import_tensorflow": 'python -c "import tensorflow"',
+              "import_tensorflow_as_decoder": "TF imported as the decoder does",
+              "decode_sh": "decoder/decode.sh IN.bit OUT.png"}
+
+
+def cli_startup(stream: Path, registry: Path, runs: int, work: Path) -> dict:
+    """What a user's decode costs: whole `decoder/decode.sh STREAM OUT.png` calls vs bare
+    `python -c "import tensorflow"` calls, interleaved so all see the same machine at the same moment.
+
+    A third call imports TensorFlow as the decoder does (decoder.runtime.import_tensorflow: without the
+    JAX import TensorFlow makes on the side when jax is installed), so the report can tell the decode's
+    own cost from what skipping JAX saves. All run the same interpreter: decode.sh's own (.venv) when
+    this is it, else this one through $RATELOCK_PYTHON. Wall seconds per call (perf_counter around the
+    child) and its CPU seconds (user + sys of the waited-for children); medians, and the differences.
+    """
+    from decoder.bitstream import parse_header
+    env = _env()
+    venv_py = ROOT / ".venv" / "bin" / "python"
+    if Path(sys.executable).absolute() != venv_py.absolute():
+        env["RATELOCK_PYTHON"] = sys.executable
+    out = work / "cli_startup.png"
+    cmds = {"import_tensorflow": [sys.executable, "-c", "import tensorflow"],
+            "import_tensorflow_as_decoder": [sys.executable, "-c",
+                                             "from decoder.runtime import import_tensorflow; import_tensorflow()"],
+            "decode_sh": ["bash", str(ROOT / "decoder" / "decode.sh"), str(stream), str(out),
+                          "--registry", str(registry)]}
+    wall: dict[str, list[float]] = {k: [] for k in cmds}
+    cpu: dict[str, list[float]] = {k: [] for k in cmds}
+    for i in range(runs):
+        for name, cmd in cmds.items():
+            print(f"[{time.strftime('%H:%M:%S')}] CLI start-up {i + 1}/{runs}: {name} ...", file=sys.stderr, end="",
+                  flush=True)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t = time.perf_counter()
+            try:
+                r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+            except subprocess.TimeoutExpired:
+                print(" timed out", file=sys.stderr)
+                return {"error": f"{name} timed out after 600 s"}
+            dt = time.perf_counter() - t
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            print(f" {dt:.2f} s", file=sys.stderr, flush=True)
+            if r.returncode != 0:
+                tail = (r.stderr.strip().splitlines() or ["no message"])[-1]
+                return {"error": f"{name} exited with status {r.returncode}: {tail}"}
+            wall[name].append(dt)
+            cpu[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    out.unlink(missing_ok=True)
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    h = parse_header(stream.read_bytes())
+    return {"runs": runs, "width": h.width, "height": h.height, "bytes": stream.stat().st_size,
+            "interpreter": sys.executable, "wall_s": wall, "cpu_s": cpu, "median_s": med, "cpu_median_s": cpu_med,
+            "beyond_tf_s": med["decode_sh"] - med["import_tensorflow"],
+            "cpu_beyond_tf_s": cpu_med["decode_sh"] - cpu_med["import_tensorflow"],
+            "beyond_decoder_tf_s": med["decode_sh"] - med["import_tensorflow_as_decoder"],
+            "cpu_beyond_decoder_tf_s": cpu_med["decode_sh"] - cpu_med["import_tensorflow_as_decoder"]}
 
 
 def command_line() -> str:
@@ -472,7 +555,7 @@ def _stage(res: dict | None, name: str) -> float | None:
     return res.get("stages", {}).get(name) if _ok(res) else None
 
 
-def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed) -> str:
+def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed, cli: dict | None = None) -> str:
     sizes = sorted({k[0] for k in results}, key=lambda s: [int(v) for v in s.split("x")][0] * 100000 +
                    int(s.split("x")[1]))
     get = lambda s, c, o: results.get((s, c, o))  # noqa: E731
@@ -641,12 +724,26 @@ def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed) 
     L.append(table(["process", "interpreter", "numpy", "tensorflow", "tfc", "codec imports", "load", "trace",
                     "total to ready", "models loaded/distinct", "RSS ready MiB"], rows))
 
+    if cli and "error" not in cli:
+        rows = [[CLI_LABELS[k], fs(cli["median_s"][k]), f"{min(cli['wall_s'][k]):.2f}-{max(cli['wall_s'][k]):.2f}",
+                 fs(cli["cpu_median_s"][k])] for k in CLI_CALLS]
+        rows.append(["decode.sh - import tensorflow", fs(cli["beyond_tf_s"]), "", fs(cli["cpu_beyond_tf_s"])])
+        rows.append(["decode.sh - TF as the decoder imports it", fs(cli["beyond_decoder_tf_s"]), "",
+                     fs(cli["cpu_beyond_decoder_tf_s"])])
+        L.append(f"\nCLI START-UP, seconds (median of {cli['runs']} calls of each, interleaved, same interpreter): "
+                 f"a user's whole decode of the {cli['width']}x{cli['height']} stream ({cli['bytes']} bytes), start-up "
+                 "included, vs a bare TensorFlow import, and vs TensorFlow imported as the decoder does (without the "
+                 "JAX import TF makes when jax is installed); CPU = user + sys of the call")
+        L.append(table(["call", "wall", "min-max", "CPU"], rows))
+    elif cli:
+        L.append(f"\nCLI START-UP: ERROR: {cli['error']}")
+
     L.append("\nGOALS")
-    L += goals(args, results, startup)
+    L += goals(args, results, startup, cli)
     return "\n".join(L)
 
 
-def goals(args, results, startup) -> list[str]:
+def goals(args, results, startup, cli: dict | None = None) -> list[str]:
     out = []
     mark = lambda ok: "goal met" if ok else "NOT MET"  # noqa: E731
     d = results.get(("768x512", "ours", "decode"))
@@ -701,11 +798,24 @@ def goals(args, results, startup) -> list[str]:
         t = statistics.median([x.get("startup_s", float("nan")) for x in dec])
         imp = statistics.median([x.get("import_s", float("nan")) for x in dec])
         ld = statistics.median([x.get("load_s", float("nan")) for x in dec])
-        out.append(f"[{mark(ok)}] start-up loads only the model the stream needs: decoder loaded {loaded} of "
-                   f"{distinct} distinct model(s), encoder-side modules imported: {', '.join(extra) or 'none'}; "
+        unneeded = r.get("unneeded_modules", [])
+        out.append(f"[{mark(ok and not unneeded)}] start-up loads only the model the stream needs: decoder loaded "
+                   f"{loaded} of {distinct} distinct model(s), encoder-side modules imported: "
+                   f"{', '.join(extra) or 'none'}, packages it does not need: {', '.join(unneeded) or 'none'}; "
                    f"start-up {t:.1f} s median (imports {imp:.1f} s, model load {ld:.2f} s)")
     else:
         out.append("[not measured] start-up / lazy loading")
+    goal = f"whole decoder/decode.sh call <= bare `import tensorflow` + {GOAL_CLI_BEYOND_TF_S:.1f} s"
+    if cli is None:
+        out.append(f"[not measured] {goal} ({'--inprocess' if args.inprocess else '--cli-runs 0, or no stream'})")
+    elif "error" in cli:
+        out.append(f"[NOT MET] {goal}: {cli['error']}")
+    else:
+        m = cli["median_s"]
+        out.append(f"[{mark(cli['beyond_tf_s'] <= GOAL_CLI_BEYOND_TF_S)}] {goal}: {m['decode_sh']:.2f} s vs "
+                   f"{m['import_tensorflow']:.2f} s, {cli['beyond_tf_s']:+.2f} s (CPU {cli['cpu_beyond_tf_s']:+.2f} s), "
+                   f"median of {cli['runs']}, {cli['width']}x{cli['height']}; beyond TF imported as the decoder does "
+                   f"(no JAX): {cli['beyond_decoder_tf_s']:+.2f} s (CPU {cli['cpu_beyond_decoder_tf_s']:+.2f} s)")
     return out
 
 
@@ -736,10 +846,18 @@ def _row(size: str, codec: str, op: str, r: dict) -> dict:
     return row
 
 
-def write_csv(path: Path, results: dict, startup: dict) -> None:
+def write_csv(path: Path, results: dict, startup: dict, cli: dict | None = None) -> None:
     rows = [_row(*k, r) for k, r in results.items()]
     for who, rs in startup.items():
         rows += [_row("-", "ours", f"startup_{who}", r) for r in rs]
+    if cli and "error" not in cli:
+        for k in CLI_CALLS:
+            rows.append({"size": f"{cli['width']}x{cli['height']}", "codec": "ours", "op": f"cli_{k}",
+                         "runs": cli["runs"], "median_s": cli["median_s"][k], "min_s": min(cli["wall_s"][k]),
+                         "max_s": max(cli["wall_s"][k]), "times": ";".join(f"{t:.4f}" for t in cli["wall_s"][k]),
+                         "cpu_median_s": cli["cpu_median_s"][k], "error": ""})
+    elif cli:
+        rows.append({"size": "-", "codec": "ours", "op": "cli_decode_sh", "error": cli["error"]})
     extra = sorted({k for r in rows for k in r} - set(CSV_FIELDS))
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS + extra, restval="")

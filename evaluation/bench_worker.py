@@ -7,10 +7,10 @@ standard library is imported at module level: numpy, TensorFlow and the codec
 are imported inside `run()` and timed there, so the start-up split is real.
 
 Ops (spec["op"]):
-  startup_decode  import + registry + lazy load of the one model a stream needs + first-call trace
+  startup_decode  import + registry + lazy load of the one model a stream needs + first synthesis call
   startup_encode  import + Encoder() + load of the model a fixed encode needs + first-call trace
   decode          ours: decoder.decode.decode_bytes(stream), `runs` times after a tiny warm-up
-  profile_synthesis  ours: each synthesis layer timed on the stream's whole y_hat (where decode time goes)
+  profile_synthesis  ours: each synthesis step timed on the stream's whole y_hat (where decode time goes)
   encode_search   ours: Encoder.encode(rgb, target) (full rate search)
   encode_fixed    ours: Encoder.encode_fixed(rgb, model_index, delta_code) (no search)
   anchor_match    evaluation.ratematch.match_rate of an anchor's knob to a target bpp (set-up, untimed)
@@ -47,6 +47,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # Modules a decoder process must not need (lazy loading / small decoder container).
 ENCODER_SIDE_MODULES = ("encoder", "rate_control", "training", "models.jax_transforms", "models.entropy", "jax")
+# Packages a decoder process does not need (issue 17, item 7): tfc's Python package (and the TF Probability
+# it imports) is replaced by tfc's op library, the Keras synthesis by plain TF ops (models/synthesis.py).
+DECODER_UNNEEDED_MODULES = ("tensorflow_compression", "tensorflow_probability")
 
 
 # (owner, attribute, original) of every timing wrapper installed by this module; `run` undoes them, so
@@ -170,13 +173,25 @@ def _stage_medians(per_run: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median([d.get(k, 0.0) for d in per_run]) for k in names}
 
 
-def _import_tf(res: dict) -> None:
+def _import_tf(res: dict, decoder: bool = False) -> None:
+    """numpy, TensorFlow and (encoder only) tensorflow_compression, each timed.
+
+    The decoder imports TensorFlow as the decoder does (decoder.runtime.import_tensorflow: without
+    the JAX import TensorFlow makes on the side) and never the tensorflow_compression package: its
+    range coder ops are loaded from tfc's op library alone (models.coding._ops).
+    """
     t = _now()
     import numpy  # noqa: F401
     res["imports"]["numpy"] = _now() - t
     t = _now()
-    import tensorflow  # noqa: F401
+    if decoder:
+        from decoder.runtime import import_tensorflow
+        import_tensorflow()
+    else:
+        import tensorflow  # noqa: F401
     res["imports"]["tensorflow"] = _now() - t
+    if decoder:
+        return
     t = _now()
     import tensorflow_compression  # noqa: F401
     res["imports"]["tensorflow_compression"] = _now() - t
@@ -198,7 +213,7 @@ def _load_counter(res: dict) -> None:
 # --------------------------------------------------------------------------- ours: decode
 
 def _decoder_ready(spec: dict, res: dict):
-    _import_tf(res)
+    _import_tf(res, decoder=True)
     t = _now()
     from decoder.runtime import configure
     configure(int(spec.get("threads", 0)))
@@ -215,7 +230,7 @@ def _decoder_ready(spec: dict, res: dict):
     model = models.get(header)
     res["load_s"] = _now() - t
     res["models_distinct"] = len({e.hash for e in models.registry.entries})
-    t = _now()   # trace the synthesis tf.function once on a tiny input (per process, shape-independent)
+    t = _now()   # first synthesis call on a tiny input (plain TF ops run eagerly: nothing is built or traced)
     D.to_uint8(D.synthesize(model.synthesis, np.zeros((2, 2, model.widths["latent_channels"]), np.float32)), 32, 32)
     res["trace_s"] = _now() - t
     return D, models, data, header
@@ -263,27 +278,27 @@ def _op_decode(spec: dict, res: dict) -> None:
 
 
 def _op_profile_synthesis(spec: dict, res: dict) -> None:
-    """Time each layer of the synthesis on the stream's whole y_hat (eager, layer by layer)."""
+    """Time each step of the synthesis on the stream's whole y_hat (eager, step by step)."""
     D, models, data, header = _decoder_ready(spec, res)
     import tensorflow as tf
     syn = models.get(header).synthesis
     y = tf.constant(D.dequantize(D.parse(data, models))[None])
-    layers = list(syn.layers)
-    per: list[list[float]] = [[] for _ in layers]
+    steps = syn.steps()                                   # (name, kind, weight shape, fn): models.synthesis
+    per: list[list[float]] = [[] for _ in steps]
     shapes, macs = [], []
     for run in range(int(spec["runs"]) + 1):             # run 0 warms up every shape
         x = y
-        for i, layer in enumerate(layers):
+        for i, (_, kind, wshape, fn) in enumerate(steps):
             t = _now()
-            x = layer(x)
+            x = fn(x)
             _ = x.numpy().ravel()[:1]                    # make sure the op has finished
             if run:
                 per[i].append(_now() - t)
             else:
                 shapes.append(list(x.shape[1:]))
-                macs.append(_layer_macs(layer, x.shape))
-    res["layers"] = [{"name": l.name, "kind": type(l).__name__, "out_shape": sh, "gmacs": m / 1e9,
-                      "median_s": statistics.median(ts)} for l, sh, m, ts in zip(layers, shapes, macs, per)]
+                macs.append(_step_macs(kind, wshape, x.shape))
+    res["layers"] = [{"name": name, "kind": kind, "out_shape": sh, "gmacs": m / 1e9, "median_s": statistics.median(ts)}
+                     for (name, kind, _, _), sh, m, ts in zip(steps, shapes, macs, per)]
     res["median_s"] = sum(d["median_s"] for d in res["layers"])
     res["width"], res["height"] = header.width, header.height
     res["threads"] = {"intra": tf.config.threading.get_intra_op_parallelism_threads(),
@@ -291,16 +306,13 @@ def _op_profile_synthesis(spec: dict, res: dict) -> None:
     res["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(default)")
 
 
-def _layer_macs(layer, out_shape) -> float:
-    """Multiply-accumulates of one synthesis layer (conv transpose: k*k/s^2 taps per output; GDN: C*C)."""
+def _step_macs(kind: str, wshape: tuple, out_shape) -> float:
+    """Multiply-accumulates of one synthesis step (stride-2 transposed conv: k*k/4 taps per output; GDN: C*C)."""
     n, h, w, c = (int(v) for v in out_shape)
-    kernel = getattr(layer, "kernel", None)
-    if kernel is not None and len(kernel.shape) == 4:
-        kh, kw, a, b = (int(v) for v in kernel.shape)
-        s = layer.strides[0] if hasattr(layer, "strides") else 1
-        return float(h * w * kh * kw * a * b) / (s * s)
-    gamma = getattr(layer, "gamma", None)
-    if gamma is not None:
+    if kind == "deconv":
+        kh, kw, a, b = wshape
+        return float(h * w * kh * kw * a * b) / 4
+    if kind == "igdn":
         return float(h * w * c * c)
     return 0.0
 
@@ -461,6 +473,7 @@ def run(spec: dict) -> dict:
         res["startup_s"] = res["ready_epoch"] - float(spec["spawn_epoch"])
     res["encoder_side_modules"] = sorted(m for m in sys.modules
                                          if any(m == p or m.startswith(p + ".") for p in ENCODER_SIDE_MODULES))
+    res["unneeded_modules"] = [p for p in DECODER_UNNEEDED_MODULES if p in sys.modules]
     return res
 
 

@@ -107,10 +107,33 @@ def _limit_escapes(sym: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarra
     return out
 
 
+_RANGE_OPS = None
+
+
 def _ops():
+    """TensorFlow and tfc's range-coder ops (create_range_*, entropy_*_index / _finalize).
+
+    The ops come from tfc's C++ op library alone when tensorflow_compression is not imported yet:
+    importing the package also imports tensorflow_probability and Keras, ~0.6 s of a decoder
+    process's start-up (issue 17, item 7). The path is built exactly as tfc's gen_ops builds it,
+    so a later `import tensorflow_compression` gets the same ops from TensorFlow's library cache.
+    """
+    global _RANGE_OPS
     import tensorflow as tf
-    import tensorflow_compression as tfc
-    return tf, tfc
+    if _RANGE_OPS is None:
+        import sys
+        tfc = sys.modules.get("tensorflow_compression")
+        if tfc is not None and hasattr(tfc, "create_range_decoder"):
+            _RANGE_OPS = tfc
+        else:
+            import importlib.util
+            import os
+            spec = importlib.util.find_spec("tensorflow_compression")
+            if spec is None or not spec.submodule_search_locations:
+                raise ImportError("tensorflow_compression is not installed (decoder/requirements.txt)")
+            ops_dir = os.path.join(list(spec.submodule_search_locations)[0], "python", "ops")
+            _RANGE_OPS = tf.load_op_library(os.path.join(ops_dir, "../../cc/libtensorflow_compression.so"))
+    return tf, _RANGE_OPS
 
 
 def _bit_positions(nbits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

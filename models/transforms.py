@@ -12,10 +12,7 @@ import tensorflow as tf
 import tensorflow_compression as tfc
 
 from models import scale_table
-
-# y is 16x smaller than the image, z 64x: images are padded to this multiple.
-Y_STRIDE = 16
-Z_STRIDE = 64
+from models.synthesis import Y_STRIDE, Z_STRIDE  # noqa: F401 - defined with the decoder's Keras-free synthesis
 
 # The hyper-synthesis predicts log2(sigma), bounded to the scale table's range.
 LOG2_SCALE_MIN = scale_table.LOG2_SCALE_MIN
@@ -49,7 +46,8 @@ class AnalysisTransform(tf.keras.Sequential):
 
 
 class SynthesisTransform(tf.keras.Sequential):
-    """Latent y_hat -> image (0..1). The only float stage the decoder runs."""
+    """Latent y_hat -> image (0..1). The only float stage the decoder runs, which runs it as
+    models.synthesis.Synthesis: the same ops on the same weights, without Keras (tests/test_synthesis.py)."""
 
     def __init__(self, num_filters: int):
         super().__init__(name="synthesis")

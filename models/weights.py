@@ -145,7 +145,7 @@ class DecoderModel:
 
     entry: Entry
     widths: dict
-    synthesis: Any                  # tf.keras layer
+    synthesis: Any                  # models.synthesis.Synthesis: plain TF ops, no Keras
     intnet: IntHyperSynthesis
     z_table: CdfTable
     y_table: CdfTable
@@ -153,15 +153,16 @@ class DecoderModel:
 
 
 def load_decoder_model(entry: Entry) -> DecoderModel:
-    from models.transforms import SynthesisTransform
+    """The decoder half of one model. The synthesis is models.synthesis.Synthesis, the Keras
+    SynthesisTransform's exact ops without building a Keras model (issue 17, item 7): the decoder
+    imports neither Keras nor tensorflow_compression's Python layers."""
+    from models.synthesis import Synthesis
     actual = file_hash(entry.dec_path)
     if actual != entry.hash:
         raise ValueError(f"{entry.dec_path.name}: content hash {actual} does not match registry {entry.hash}")
     meta, arrays = _read(entry.dec_path)
     widths = meta["widths"]
-    syn = SynthesisTransform(widths["num_filters"])
-    syn.build((None, None, None, widths["latent_channels"]))
-    syn.set_weights(_ordered(arrays, "syn"))
+    syn = Synthesis(_ordered(arrays, "syn"), widths["num_filters"], widths["latent_channels"])
     return DecoderModel(entry, widths, syn, IntHyperSynthesis.from_arrays(meta["hyper_synthesis"], arrays),
                         _table(arrays, "z"), _table(arrays, "y"), meta.get("info", {}))
 

@@ -1,0 +1,116 @@
+"""The synthesis transform as plain TensorFlow ops: what the decoder runs.
+
+`Synthesis` computes exactly what models.transforms.SynthesisTransform (Keras
+Conv2DTranspose + tfc.GDN(inverse=True) layers) computes, op for op, on the same
+weights in the same order, without Keras or tensorflow_compression. Building the
+Keras model costs a decoder process about 1.3 s and tracing it another 1.2 s
+(issue 17, item 7); this costs a few milliseconds. tests/test_synthesis.py checks
+the two bit for bit (float32 outputs, graph and eager), and the golden streams
+check the decoded PNGs byte for byte.
+
+This module imports neither Keras nor tfc, and TensorFlow only when a model is built.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+# y is 16x smaller than the image, z 64x: images are padded to this multiple.
+Y_STRIDE = 16
+Z_STRIDE = 64
+
+KERNEL = 5
+STAGES = 4                                   # three deconv + inverse GDN stages, then a deconv to RGB
+# tfc.GDNParameter: value = max(v, sqrt(minimum + offset^2))^2 - offset^2, offset = 2^-18.
+GDN_OFFSET = 2.0 ** -18
+GDN_BETA_MIN = 1e-6
+GDN_GAMMA_MIN = 0.0
+
+
+def weight_shapes(num_filters: int, latent_channels: int) -> list[tuple[int, ...]]:
+    """Shapes in SynthesisTransform.get_weights() order: per stage the transposed kernel
+    (k, k, out, in) and bias, then (three first stages) the inverse GDN's reparametrised beta and gamma."""
+    n, out = num_filters, []
+    cin = latent_channels
+    for i in range(STAGES):
+        cout = 3 if i == STAGES - 1 else n
+        out += [(KERNEL, KERNEL, cout, cin), (cout,)]
+        if i < STAGES - 1:
+            out += [(n,), (n, n)]
+        cin = cout
+    return out
+
+
+class Synthesis:
+    """Latent y_hat (1, h, w, M) -> image (1, 16h, 16w, 3), 0..1. Call it eagerly or inside tf.function.
+
+    Weights live in tf.Variables, as in the Keras layers, so a traced function reads
+    them the same way and `set_weights` (conformance/checks/parity.py) takes effect.
+    """
+
+    def __init__(self, weights: list[np.ndarray], num_filters: int, latent_channels: int):
+        import tensorflow as tf
+        self.shapes = weight_shapes(num_filters, latent_channels)
+        self._check(weights)
+        self.variables = [tf.Variable(np.asarray(w, np.float32), trainable=False, name=f"syn{i:03d}")
+                          for i, w in enumerate(weights)]
+
+    def _check(self, weights) -> None:
+        got = [tuple(np.shape(w)) for w in weights]
+        if got != self.shapes:
+            raise ValueError(f"synthesis weights have shapes {got}, expected {self.shapes}")
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [v.numpy() for v in self.variables]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        self._check(weights)
+        for v, w in zip(self.variables, weights):
+            v.assign(np.asarray(w, np.float32))
+
+    def steps(self) -> list[tuple[str, str, tuple[int, ...], Callable]]:
+        """(name, kind, weight shape, fn) per step, named as SynthesisTransform's layers (profiling)."""
+        import tensorflow as tf
+        out, vs = [], list(self.variables)
+        for i in range(STAGES):
+            (kernel, bias), vs = vs[:2], vs[2:]
+            out.append((f"deconv_{i}", "deconv", tuple(kernel.shape),
+                        functools.partial(_deconv, tf, kernel=kernel, bias=bias)))
+            if i < STAGES - 1:
+                (beta, gamma), vs = vs[:2], vs[2:]
+                out.append((f"igdn_{i}", "igdn", tuple(gamma.shape),
+                            functools.partial(_inverse_gdn, tf, reparam_beta=beta, reparam_gamma=gamma)))
+        out.append(("uncentre", "add", (), lambda x: x + 0.5))
+        return out
+
+    def __call__(self, y):
+        for _, _, _, fn in self.steps():
+            y = fn(y)
+        return y
+
+
+def _deconv(tf, x, *, kernel, bias):
+    """keras Conv2DTranspose(filters, 5, strides=2, padding='same'): the same ops it runs."""
+    shape = tf.shape(x)
+    out = tf.stack([shape[0], shape[1] * 2, shape[2] * 2, kernel.shape[2]])
+    y = tf.compat.v1.nn.conv2d_transpose(x, kernel, out, (1, 2, 2, 1), padding="SAME", data_format="NHWC")
+    return tf.nn.bias_add(y, bias, data_format="NHWC")
+
+
+def _gdn_value(tf, variable, minimum: float):
+    """tfc.GDNParameter.__call__: lower_bound's forward is tf.maximum."""
+    pedestal = tf.constant(GDN_OFFSET ** 2, dtype=variable.dtype)
+    bound = tf.constant((minimum + GDN_OFFSET ** 2) ** .5, dtype=variable.dtype)
+    return tf.math.square(tf.math.maximum(variable, bound)) - pedestal
+
+
+def _inverse_gdn(tf, x, *, reparam_beta, reparam_gamma):
+    """tfc.GDN(inverse=True) with alpha = epsilon = 1, channels last: x * (beta + |x| . gamma)."""
+    beta = _gdn_value(tf, reparam_beta, GDN_BETA_MIN)
+    gamma = _gdn_value(tf, reparam_gamma, GDN_GAMMA_MIN)
+    norm = tf.nn.convolution(abs(x), tf.reshape(gamma, [1, 1] + gamma.shape.as_list()), padding="VALID")
+    norm = tf.nn.bias_add(norm, beta)
+    return x * norm
