@@ -14,7 +14,7 @@ PER_TARGET := t006 t012 t025 t050 t075 t100 t150 t200
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: run test install clean bench eval conformance package train-base train-targets
+.PHONY: run test install clean bench eval conformance package train-base train-targets fuzz
 
 $(STAMP): requirements.txt decoder/requirements.txt evaluation/requirements.txt
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,18 @@ train-targets: $(STAMP)
 	  bpp=$$(echo $$t | sed 's/^t\(.\)\(..\)$$/\1.\2/'); \
 	  $(VPY) -m models.export --state models/checkpoints/$$t.npz --name $$t --register $$bpp --slim-state; \
 	done
+
+# Fuzzing campaigns (conformance/README.md, "Fuzzing"): parse path (atheris) for FUZZ_SECONDS, then full decodes
+# through the decoder's CLI entry point and the encoder's PNG reader for a share of it; each prints its figures.
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	@rc=0; \
+	nice -n 10 $(VPY) -m conformance.fuzz_parse --seconds $(FUZZ_SECONDS) --out runs/fuzz-parse || rc=1; \
+	nice -n 10 $(VPY) -m conformance.fuzz_decode --cases 10000 --seconds $$(( $(FUZZ_SECONDS) / 2 )) --subprocess 5 \
+	  --out runs/fuzz-decode || rc=1; \
+	nice -n 10 $(VPY) -m conformance.fuzz_png --cases 20000 --seconds $$(( $(FUZZ_SECONDS) / 4 )) --subprocess 5 \
+	  --out runs/fuzz-png || rc=1; \
+	exit $$rc
 
 clean:
 	rm -rf $(OUT) .pytest_cache
