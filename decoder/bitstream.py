@@ -2,7 +2,7 @@
 
     offset  size  field
     0       1     magic 0x52 ('R')
-    1       1     version (high nibble, = 2) | reserved bit 3 (= 0) | target index (bits 0-2)
+    1       1     version (high nibble, 2 or 3: decoder/BITSTREAM.md) | reserved bit 3 (= 0) | target index (bits 0-2)
     2       2     model hash: first 16 bits of sha256(<model>.dec.npz), big-endian
     4       2     width - 1, big-endian
     6       2     height - 1, big-endian
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 MAGIC = 0x52
 VERSION = 2
+VERSIONS = (2, 3)    # 3: channel-wise autoregressive slices (models/charm.py); same layout, other y model
 FIXED = 9            # bytes before the LEB128 length
 TRAILER = 4
 MAX_LEB_BYTES = 3    # z substream < 2 MiB; keeps the overhead <= 16 bytes
@@ -39,6 +40,7 @@ class Header:
     width: int
     height: int
     delta_code: int
+    version: int = VERSION
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,11 @@ def pack(header: Header, z: bytes, y: bytes) -> bytes:
         raise ValueError(f"image size {h.width}x{h.height} outside 1..{MAX_DIM}")
     if not 0 <= h.delta_code <= 255:
         raise ValueError("delta code must fit 8 bits")
+    if h.version not in VERSIONS:
+        raise ValueError(f"bitstream version {h.version} is not one of {VERSIONS}")
     if len(z) >= 1 << (7 * MAX_LEB_BYTES):
         raise ValueError("z substream too long for this bitstream version")
-    body = struct.pack(">BBHHHB", MAGIC, (VERSION << 4) | h.target_index, h.model_hash16 & 0xFFFF,
+    body = struct.pack(">BBHHHB", MAGIC, (h.version << 4) | h.target_index, h.model_hash16 & 0xFFFF,
                        h.width - 1, h.height - 1, h.delta_code) + _leb128(len(z)) + z + y
     return body + struct.pack(">I", zlib.crc32(body))
 
@@ -84,11 +88,11 @@ def parse_header(data: bytes) -> Header:
     magic, vb, hash16, w1, h1, code = struct.unpack(">BBHHHB", data[:FIXED])
     if magic != MAGIC:
         raise BitstreamError("not a ratelock stream (bad magic)")
-    if vb >> 4 != VERSION:
+    if vb >> 4 not in VERSIONS:
         raise BitstreamError(f"unsupported bitstream version {vb >> 4}")
     if vb & 0x08:
         raise BitstreamError("reserved header bit set")
-    return Header(vb & 0x07, hash16, w1 + 1, h1 + 1, code)
+    return Header(vb & 0x07, hash16, w1 + 1, h1 + 1, code, vb >> 4)
 
 
 def unpack(data: bytes) -> Stream:

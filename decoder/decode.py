@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from decoder.bitstream import BitstreamError, Header, parse_header, unpack
+from models import charm as CH
 from models import scale_table as S
 from models.coding import CorruptStream, decode as range_decode
 from models.synthesis import Y_STRIDE, Z_STRIDE
@@ -63,6 +64,7 @@ class ModelCache:
         from models.weights import load_registry
         self.registry = load_registry(registry)
         self._models: dict[int, object] = {}
+        self._slices: dict[str, object] = {}
 
     def get(self, header: Header):
         try:
@@ -78,6 +80,14 @@ class ModelCache:
             self._models[header.target_index] = load_decoder_model(entry)
         return self._models[header.target_index]
 
+    def slices(self, header: Header):
+        """The model's integer slice networks (bitstream v3, models/charm.py), or None for a v2 model."""
+        self.get(header)                    # checks the hash and loads the model first
+        entry = self.registry.by_target(header.target_index)
+        if entry.hash not in self._slices:
+            self._slices[entry.hash] = CH.load_from_model(entry.dec_path)
+        return self._slices[entry.hash]
+
 
 @dataclass
 class Parsed:
@@ -88,6 +98,7 @@ class Parsed:
     mu_q: np.ndarray
     scale_idx: np.ndarray
     symbols: np.ndarray
+    y_hat_q: np.ndarray | None = None     # v3: decoded latents in Q8 (mu_q is then the hyper-synthesis mu)
 
     def symbol_hash(self) -> str:
         h = hashlib.sha256()
@@ -106,12 +117,21 @@ def parse(data: bytes, models: ModelCache, limits: Limits = Limits()) -> Parsed:
     except BitstreamError as e:
         raise DecodeError(str(e)) from None
     model = models.get(header)
+    slices = models.slices(header)
+    if (header.version == 3) != (slices is not None):
+        raise DecodeError(f"stream is bitstream version {header.version}, but the registry's model for this "
+                          f"target writes version {3 if slices is not None else 2}")
     m, n = model.widths["latent_channels"], model.widths["num_filters"]
     y_shape, z_shape = latent_shapes(header.width, header.height, m, n)
     try:
         z_idx = np.broadcast_to(np.arange(n, dtype=np.int32), z_shape)
         z_hat = range_decode(stream.z, z_idx, model.z_table)
         mu_q, log2_sigma_q = model.intnet.run(z_hat)
+        if slices is not None:                              # v3: the slice loop (decoder/BITSTREAM.md)
+            if mu_q.shape != y_shape:
+                raise DecodeError(f"model produced latents {mu_q.shape}, expected {y_shape}")
+            res = CH.parse_slices(slices, stream.y, model.y_table, mu_q, log2_sigma_q, header.delta_code)
+            return Parsed(header, z_hat, mu_q, res.scale_idx, res.symbols, res.y_hat_q)
         idx = S.scale_index(log2_sigma_q, header.delta_code)
         if idx.shape != y_shape:
             raise DecodeError(f"model produced latents {idx.shape}, expected {y_shape}")
@@ -130,6 +150,8 @@ def dequantize_symbols(symbols: np.ndarray, mu_q: np.ndarray, delta_code: int) -
 
 
 def dequantize(parsed: Parsed) -> np.ndarray:
+    if parsed.y_hat_q is not None:          # v3: the slice loop's fixed-point latents
+        return CH.y_hat_float(parsed.y_hat_q)
     return dequantize_symbols(parsed.symbols, parsed.mu_q, parsed.header.delta_code)
 
 

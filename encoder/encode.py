@@ -15,6 +15,7 @@ import numpy as np
 
 from decoder import bitstream as B
 from decoder.decode import ModelCache, dequantize_symbols, synthesize, to_uint8
+from models import charm as CH
 from models import coding
 from models import scale_table as S
 from models.intnet import Z_MAX
@@ -43,6 +44,7 @@ class EncoderModel:
         self.entry = entry
         self.dec = decoder_model
         self.analysis, self.hyper_analysis = load_encoder_transforms(entry)
+        self.slices = CH.load_from_model(entry.dec_path)     # bitstream v3's slice networks, or None (v2)
 
         spec = [tf.TensorSpec([1, None, None, None], tf.float32)]
         self._g_a = tf.function(lambda x: self.analysis(x), input_signature=spec)
@@ -88,13 +90,26 @@ class Analysed:
     mu_q: np.ndarray
     log2_sigma_q: np.ndarray
 
+    def sliced(self, delta_code: int):
+        """v3: the slice loop's result (symbols as coded, indexes, y_hat_q), computed as the decoder will."""
+        return CH.quantise_slices(self.model.slices, self.y, self.model.dec.y_table, self.mu_q, self.log2_sigma_q,
+                                  delta_code)
+
     def symbols(self, delta_code: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.model.slices is not None:
+            r = self.sliced(delta_code)
+            return r.symbols, r.scale_idx
         mu = self.mu_q.astype(np.float32) / np.float32(1 << S.Q)
         s = np.round((self.y - mu) / np.float32(S.delta(delta_code)))
         idx = S.scale_index(self.log2_sigma_q, delta_code)
         return self.model.dec.y_table.clamp(np.clip(s, -(1 << 30), 1 << 30), idx), idx
 
     def code(self, delta_code: int, target_index: int) -> bytes:
+        if self.model.slices is not None:
+            _, y_bytes = CH.code_slices(self.model.slices, self.y, self.model.dec.y_table, self.mu_q,
+                                        self.log2_sigma_q, delta_code)
+            header = B.Header(target_index, self.model.entry.hash16, self.width, self.height, delta_code, 3)
+            return B.pack(header, self.z_bytes, y_bytes)
         s, idx = self.symbols(delta_code)
         y_bytes = coding.encode(s, idx, self.model.dec.y_table)
         header = B.Header(target_index, self.model.entry.hash16, self.width, self.height, delta_code)
@@ -102,6 +117,9 @@ class Analysed:
 
     def reconstruct(self, delta_code: int) -> np.ndarray:
         """What the decoder will output for this delta (used to compare candidates' quality)."""
+        if self.model.slices is not None:
+            y_hat = CH.y_hat_float(self.sliced(delta_code).y_hat_q)
+            return to_uint8(synthesize(self.model.dec.synthesis, y_hat), self.width, self.height)
         s, _ = self.symbols(delta_code)
         y_hat = dequantize_symbols(s, self.mu_q, delta_code)
         return to_uint8(synthesize(self.model.dec.synthesis, y_hat), self.width, self.height)

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from models import scale_table as S
-from models.coding import CdfTable, CorruptStream, _bit_positions, max_escapes
+from models.coding import CdfTable, CorruptStream, _bit_positions, _ops, max_escapes
 from models.intnet import ACC_LIMIT, ACT_FRAC, ACT_MAX, W_MAX, IntLayer, _conv_same, _rshift_round
 
 LRP_MAX_Q = 1 << (S.Q - 1)        # LRP correction bound: 1/2 in Q8
@@ -350,8 +350,7 @@ class SliceEncoder:
     """Codes slices into one substream: each slice's regular symbols, then that slice's escapes."""
 
     def __init__(self, table: CdfTable):
-        import tensorflow as tf
-        import tensorflow_compression as tfc
+        tf, tfc = _ops()                  # tfc's range-coder ops, as models/coding.py loads them
         self.table, self._tf, self._tfc = table, tf, tfc
         with tf.device("/CPU:0"):
             self.handle = tfc.create_range_encoder([], table.coder_cdf)
@@ -391,8 +390,7 @@ class SliceDecoder:
     """Inverse of SliceEncoder; every slice is bounded (index range, escape budget) before its work."""
 
     def __init__(self, data: bytes, table: CdfTable):
-        import tensorflow as tf
-        import tensorflow_compression as tfc
+        tf, tfc = _ops()
         self.table, self._tf, self._tfc = table, tf, tfc
         with tf.device("/CPU:0"):
             self.handle = tfc.create_range_decoder(tf.constant(data, tf.string), table.coder_cdf)

@@ -53,7 +53,7 @@ def _mutate(offset: int, value: int) -> bytes:
     (b"", "too short"),
     (b"R\x10", "too short"),
     (_mutate(0, 0x53), "magic"),
-    (_mutate(1, ((B.VERSION + 1) << 4) | 2), "version"),
+    (_mutate(1, ((max(B.VERSIONS) + 1) << 4) | 2), "version"),   # 3 is v3 (decoder/BITSTREAM.md)
     (_mutate(1, (1 << 4) | 2), "version"),                 # v1 streams clamped latents; v2 escapes them
     (_mutate(1, (B.VERSION << 4) | 0x0A), "reserved"),
     (_recrc(B.pack(H, b"z", b"y")[:9] + b"\x80\x80\x80\x01"), "longer than 3"),
