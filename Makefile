@@ -14,7 +14,7 @@ PER_TARGET := t006 t012 t025 t050 t075 t100 t150 t200
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: run test install clean bench eval conformance package train-base train-targets fuzz
+.PHONY: run test install clean bench eval conformance package train-base train-targets fuzz device-pack bench-train
 
 $(STAMP): requirements.txt decoder/requirements.txt evaluation/requirements.txt
 	$(PY) -m venv $(VENV)
@@ -44,17 +44,27 @@ conformance: $(STAMP)
 package: $(STAMP)
 	$(VPY) -m evaluation.package $(KODAK) --team $(TEAM) --out runs/submission --force
 
-# Training (models/README.md). Each run resumes where the last stopped; SIGTERM saves and exits.
+# Training (training/README.md), in JAX on whatever device is here. Each run resumes where the last stopped;
+# SIGTERM saves and exits.
 train-base: $(STAMP)
-	$(VPY) -m models.train --config models/configs/base.yaml --no-export
+	$(VPY) -m training.train --config training/configs/base.yaml --no-export
 
 # STEPS more steps for every per-target model, then export each and register it for its target.
 train-targets: $(STAMP)
 	set -e; for t in $(PER_TARGET); do \
-	  $(VPY) -m models.train --config models/configs/$$t.yaml --max-steps $(STEPS) --no-export; \
+	  $(VPY) -m training.train --config training/configs/$$t.yaml --max-steps $(STEPS) --no-export; \
 	  bpp=$$(echo $$t | sed 's/^t\(.\)\(..\)$$/\1.\2/'); \
-	  $(VPY) -m models.export --state models/checkpoints/$$t.npz --name $$t --register $$bpp --slim-state; \
+	  $(VPY) -m training.export --state models/checkpoints/$$t.npz --name $$t --register $$bpp --slim-state; \
 	done
+
+# The accelerator runbook (training/README.md): build the folder that travels with a run of CONFIG.
+CONFIG ?= training/configs/base.yaml
+device-pack: $(STAMP)
+	$(VPY) -m training.device_pack --config $(CONFIG)
+
+# Training throughput on this machine (steps/s, Mpixel/s), beside the retired TF step.
+bench-train: $(STAMP)
+	$(VPY) -m training.bench --tf-reference a5d10aa
 
 # Fuzzing campaigns (conformance/README.md, "Fuzzing"): parse path (atheris) for FUZZ_SECONDS, then full decodes
 # through the decoder's CLI entry point and the encoder's PNG reader for a share of it; each prints its figures.

@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", default=None,
                    help="determinism: comma-separated runtime configurations to run, the first being the reference "
                         "(default: all 5, or the first 3 with --quick); names in conformance/README.md")
+    p.add_argument("--gpu-backend", choices=("tf", "jax"), default="tf",
+                   help="parity: decode on the GPU with TensorFlow (default) or with the decoder's JAX synthesis "
+                        "backend, e.g. on a machine with JAX but no TensorFlow GPU; without a GPU, jax still compares "
+                        "the JAX backend on the CPU with TF")
     p.add_argument("--keep-work", action="store_true", help="keep decoded images and robustness cases under OUTDIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -94,7 +98,8 @@ def options(args: argparse.Namespace):
     o = Options(images, parse_targets(args.targets), Path(args.report), registry=args.registry,
                 exclusions=Path(args.exclusions) if args.exclusions else None, quick=args.quick, checks=checks,
                 seed=args.seed, cases=args.cases, case_timeout=args.case_timeout, mem_limit_gb=args.mem_limit_gb,
-                keep_work=args.keep_work, progress=not args.no_progress, configs=configs)
+                keep_work=args.keep_work, progress=not args.no_progress, configs=configs,
+                gpu_backend=args.gpu_backend)
     if args.golden_dir:
         o.golden_dir = Path(args.golden_dir)
     if args.kodak:

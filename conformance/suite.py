@@ -44,6 +44,7 @@ class Options:
     progress: bool = True
     configs: tuple[str, ...] | None = None   # decode runtime configurations by name (None: all, or 3 with quick)
     command: str = ""                        # as typed, for the report
+    gpu_backend: str = "tf"                  # parity: decode on a GPU with TF, or with the JAX synthesis backend
 
 
 @dataclass

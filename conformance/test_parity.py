@@ -104,3 +104,39 @@ def test_gpu_parity_is_not_claimed_unless_measured(monkeypatch, tmp_path):
     r = CheckResult("parity", True, "")
     P._gpu_part(ctx, r, streams, ["/physical_device:GPU:0"])
     assert r.passed and r.figures["gpu_max_recon_diff"] == 0 and r.figures["gpu_peak_bytes"] == 1 << 20
+
+
+def test_jax_backend_parity_on_cpu(lo_model):
+    """The --gpu-backend jax path, on the CPU: real decoder processes (TF, and JAX via conformance.jax_decode),
+    symbols identical and reconstructions within one level; the report names the device JAX used."""
+    pytest.importorskip("jax")
+    ctx, streams = _fake_ctx(lo_model)
+    ctx.cache = {}
+    ctx.opts.quick, ctx.opts.configs, ctx.opts.gpu_backend = True, None, "jax"
+    ctx.bar = lambda n, desc: SimpleNamespace(set_postfix_str=lambda s: None, update=lambda k: None,
+                                              close=lambda: None)
+    r = CheckResult("parity", True, "")
+    P._jax_part(ctx, r, streams)
+    assert r.passed, [f.what for f in r.failures]
+    f = r.figures
+    assert f["jax_platform"] == "cpu" and f["jax_matmul_precision"] == "highest"
+    assert f["jax_streams"] == f["jax_symbols_identical"] == 1 and f["jax_max_recon_diff"] <= 1
+    assert "gpu_backend" not in f            # a CPU run never claims GPU parity
+
+
+def test_jax_parity_fails_on_a_different_parse(monkeypatch, tmp_path):
+    cpu = Dt.DecodeRun("t1-onednn0", 0, 1.0, {"a.bit": {"symbols": "h", "rgb": np.zeros((2, 2, 3), np.uint8)}})
+    jx = Dt.DecodeRun("jax", 0, 1.0, {"a.bit": {"symbols": "other", "rgb": np.zeros((2, 2, 3), np.uint8)}},
+                      meta={"jax_report": {"platform": "cpu", "device": "cpu", "matmul_precision": "highest"}})
+    monkeypatch.setattr(P, "decode_runs", lambda ctx, streams: {Dt.CONFIGS[0].name: cpu})
+    monkeypatch.setattr(P, "run_decoder_batch", lambda *a, **k: jx)
+    ctx = SimpleNamespace(work=tmp_path, opts=SimpleNamespace(registry=None, quick=False, configs=None))
+    streams = [SimpleNamespace(path=tmp_path / "a.bit", image="a.png", target=0.25)]
+    r = CheckResult("parity", True, "")
+    P._jax_part(ctx, r, streams)
+    assert not r.passed and "parse differs" in r.failures[0].what
+    jx.results["a.bit"]["symbols"] = "h"
+    jx.meta["jax_report"]["matmul_precision"] = "tensorfloat32"
+    r = CheckResult("parity", True, "")
+    P._jax_part(ctx, r, streams)
+    assert not r.passed and "TF32" in r.failures[0].what

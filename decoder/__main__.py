@@ -29,6 +29,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--registry", default=None,
                    help="model registry YAML (default: $RATELOCK_REGISTRY or models/registry.yaml)")
     p.add_argument("--max-pixels", type=int, default=100_000_000, help="refuse larger images (from the header)")
+    p.add_argument("--backend", choices=("tf", "jax"), default="tf",
+                   help="synthesis backend: tf (default, CPU) or jax (any device JAX finds; needs jax installed)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0 = library default)")
     p.add_argument("--info", action="store_true",
                    help="print a JSON line per stream: header, parsed-symbol hash, timing")
@@ -80,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     configure(args.threads)
     from decoder import decode as D
     limits = D.Limits(max_pixels=args.max_pixels)
-    models = D.ModelCache(args.registry)
+    models = D.ModelCache(args.registry, backend=args.backend)
     failed = 0
     it = streams
     if args.dir and not args.info:

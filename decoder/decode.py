@@ -26,6 +26,9 @@ TILE_LATENTS = 64
 HALO_LATENTS = 6
 
 
+BACKENDS = ("tf", "jax")
+
+
 class DecodeError(ValueError):
     """Any reason a stream cannot be decoded; the message is one line for the user."""
 
@@ -58,11 +61,18 @@ def estimated_peak_bytes(width: int, height: int, num_filters: int = 128) -> int
 
 
 class ModelCache:
-    """Loads a model only when a stream needs it, once per process."""
+    """Loads a model only when a stream needs it, once per process.
 
-    def __init__(self, registry: str | os.PathLike | None = None):
+    backend 'tf' (default) synthesises with TensorFlow; 'jax' with decoder/jax_synthesis.py on whatever
+    device JAX finds (issue 19). The parse is the same integer path either way.
+    """
+
+    def __init__(self, registry: str | os.PathLike | None = None, backend: str = "tf"):
         from models.weights import load_registry
+        if backend not in BACKENDS:
+            raise DecodeError(f"unknown synthesis backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.registry = load_registry(registry)
+        self.backend = backend
         self._models: dict[int, object] = {}
         self._slices: dict[str, object] = {}
 
@@ -77,7 +87,12 @@ class ModelCache:
                               f"for this target is {entry.hash[:4]} ({entry.name}): wrong weights")
         if header.target_index not in self._models:
             from models.weights import load_decoder_model
-            self._models[header.target_index] = load_decoder_model(entry)
+            model = load_decoder_model(entry)
+            if self.backend == "jax":
+                from decoder.jax_synthesis import JaxSynthesis
+                model.synthesis = JaxSynthesis(model.synthesis.get_weights(), model.widths["num_filters"],
+                                               model.widths["latent_channels"])
+            self._models[header.target_index] = model
         return self._models[header.target_index]
 
     def slices(self, header: Header):
@@ -160,6 +175,8 @@ def _synth_fn(synthesis):
     so there is no Keras model to build and no graph to trace (issue 17, item 7: ~0.2 s of CPU per
     process). Eager and traced runs of these ops give the same float32 output bit for bit
     (tests/test_synthesis.py), as the Keras model's tf.function did (golden streams: same PNG bytes)."""
+    if getattr(synthesis, "backend", "tf") == "jax":
+        return synthesis                       # decoder/jax_synthesis.JaxSynthesis: numpy in, numpy out
     import tensorflow as tf
     return lambda y: synthesis(tf.convert_to_tensor(y, tf.float32))
 
@@ -169,13 +186,13 @@ def synthesize(synthesis, y_hat: np.ndarray, tile: int = TILE_LATENTS, halo: int
     fn = _synth_fn(synthesis)
     h, w, _ = y_hat.shape
     if h <= tile + halo and w <= tile + halo:
-        return fn(y_hat[None])[0].numpy()
+        return np.asarray(fn(y_hat[None])[0])
     out = np.empty((h * Y_STRIDE, w * Y_STRIDE, 3), np.float32)
     for ty in range(0, h, tile):
         for tx in range(0, w, tile):
             y0, x0 = max(ty - halo, 0), max(tx - halo, 0)
             y1, x1 = min(ty + tile + halo, h), min(tx + tile + halo, w)
-            part = fn(y_hat[None, y0:y1, x0:x1])[0].numpy()
+            part = np.asarray(fn(y_hat[None, y0:y1, x0:x1])[0])
             oy, ox = (ty - y0) * Y_STRIDE, (tx - x0) * Y_STRIDE
             th, tw = (min(ty + tile, h) - ty) * Y_STRIDE, (min(tx + tile, w) - tx) * Y_STRIDE
             out[ty * Y_STRIDE:ty * Y_STRIDE + th, tx * Y_STRIDE:tx * Y_STRIDE + tw] = part[oy:oy + th, ox:ox + tw]

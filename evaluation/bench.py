@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-KODAK = ROOT.parent / "shared" / "data" / "kodak"
+from evaluation.datasets import KODAK  # noqa: E402
 DEFAULT_SIZES = "768x512,1920x1080,3840x2160"
 SIZE_8K = (7680, 4320)
 ANCHORS = ("jpeg2000", "hevc")

@@ -57,7 +57,7 @@ class CdfTable:
         return int(self.offset.shape[0])
 
     @classmethod
-    def from_tfc(cls, cdf: np.ndarray, offset: np.ndarray) -> "CdfTable":
+    def from_tfc(cls, cdf: np.ndarray, offset: np.ndarray) -> CdfTable:
         """Convert tfc's overflow-enabled tables (negative precision headers); their overflow bin is our escape."""
         cdf = np.asarray(cdf, np.int32).copy()
         heads = np.flatnonzero(cdf < 0)

@@ -50,3 +50,16 @@ def test_full_precision_is_set():
     configure()
     s = settings()
     assert s["matmul_precision"] == "highest" and os.environ["NVIDIA_TF32_OVERRIDE"] == "0"
+
+
+def test_decoder_cli_backend_jax(tmp_path):
+    """`python -m decoder --backend jax` writes the TF decode's PNG within one level."""
+    from PIL import Image
+
+    from tests.conftest import run_cli
+    s = STREAMS[0]
+    for backend in ("tf", "jax"):
+        r = run_cli(["-m", "decoder", str(s), str(tmp_path / f"{backend}.png"), "--backend", backend])
+        assert r.returncode == 0, r.stderr
+    a, b = (np.asarray(Image.open(tmp_path / f"{k}.png"), int) for k in ("tf", "jax"))
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1

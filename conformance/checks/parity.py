@@ -246,6 +246,55 @@ def _gpu_part(ctx, r: CheckResult, streams: list, gpus: list[str]) -> None:
                      gpu_max_recon_diff=max(diffs) if diffs else None, gpu_min_psnr_db=fmt_db(min(ps)) if ps else "-")
 
 
+def _jax_part(ctx, r: CheckResult, streams: list) -> None:
+    """The decoder's JAX synthesis backend (decoder/jax_synthesis.py) against the TF CPU decode, on the device
+    JAX finds: a GPU where there is one (the lent accelerator has JAX but no TensorFlow), else the CPU."""
+    cpu = decode_runs(ctx, streams)[configs_for(ctx)[0].name]
+    src = ctx.work / "decode_in"
+    cfg = RuntimeConfig("jax", 0, {"NVIDIA_TF32_OVERRIDE": "0"})
+    run = run_decoder_batch(src, ctx.work / "decoded_jax", ctx.opts.registry, cfg,
+                            timeout=180 + 30 * len(streams), module=("-m", "conformance.jax_decode"), cpu_only=False)
+    rep = run.meta.get("jax_report") or {}
+    on_gpu = rep.get("platform") == "gpu" and bool(rep.get("peak_bytes"))
+    r.figures.update(jax_platform=rep.get("platform", "?"), jax_device=rep.get("device", "?"), jax=rep.get("jax"),
+                     jax_matmul_precision=rep.get("matmul_precision"), jax_peak_bytes=rep.get("peak_bytes"))
+    if not rep:
+        r.fail(f"the JAX decode process gave no report (rc={run.rc}: "
+               f"{(run.stderr.strip().splitlines() or ['no output'])[-1]}): JAX parity NOT measured")
+        return
+    if rep.get("platform") == "gpu" and not on_gpu:
+        r.fail("JAX saw a GPU but the decode process used no GPU memory: GPU parity NOT measured")
+    if rep.get("matmul_precision") != "highest":
+        r.fail(f"JAX matmul precision {rep.get('matmul_precision')!r}: reduced precision (TF32) is not allowed")
+    by_name = {s.path.name: s for s in streams}
+    cmp = compare_runs(cpu, run, [s.path.name for s in streams])
+    where = f"JAX on {rep.get('device', '?')} ({rep.get('platform', '?')})"
+    for c in cmp:
+        s = by_name[c.stream]
+        if c.error:
+            r.fail(c.error, image=s.image, target=s.target)
+        elif not c.symbols_equal:
+            r.fail(f"{where} parse differs from the TF CPU parse (symbols_sha256_16)", image=s.image, target=s.target)
+        elif c.max_diff > RECON_TOL:
+            r.fail(f"{where} reconstruction max |diff| {c.max_diff} > {RECON_TOL} vs TF CPU",
+                   image=s.image, target=s.target)
+    r.tables.append(Table(f"TF CPU ({cpu.name}) vs {where}, matmul precision {rep.get('matmul_precision')}",
+                          ["image", "target", "symbols identical", "recon max |diff|", "PSNR JAX vs TF (dB)"],
+                          [[by_name[c.stream].image, f"{by_name[c.stream].target:.2f}",
+                            "yes" if c.symbols_equal else "NO", c.max_diff if c.max_diff is not None else "-",
+                            fmt_db(c.psnr)] for c in cmp]))
+    diffs = [c.max_diff for c in cmp if c.max_diff is not None]
+    ps = [c.psnr for c in cmp if c.psnr is not None]
+    r.figures.update(jax_streams=len(cmp), jax_symbols_identical=sum(c.symbols_equal for c in cmp),
+                     jax_max_recon_diff=max(diffs) if diffs else None, jax_min_psnr_db=fmt_db(min(ps)) if ps else "-",
+                     jax_seconds=round(run.seconds, 1))
+    if on_gpu:      # measured on a real GPU: this is the GPU parity the report asks for
+        r.figures.update(gpu=rep.get("device"), gpu_device=rep.get("device"), gpu_streams=len(cmp),
+                         gpu_symbols_identical=sum(c.symbols_equal for c in cmp),
+                         gpu_max_recon_diff=max(diffs) if diffs else None,
+                         gpu_min_psnr_db=fmt_db(min(ps)) if ps else "-", gpu_backend="jax")
+
+
 def check(ctx, gpus: list[str] | None = None) -> CheckResult:
     r = CheckResult("parity", True, "")
     streams = subset(ctx)
@@ -253,12 +302,16 @@ def check(ctx, gpus: list[str] | None = None) -> CheckResult:
         r.fail("no streams to test (nothing was encoded)")
         r.summary = "no streams"
         return r
-    gpus = visible_gpus() if gpus is None else gpus
+    backend = getattr(ctx.opts, "gpu_backend", "tf")
+    gpus = (visible_gpus() if backend == "tf" else []) if gpus is None else gpus
     t0 = time.perf_counter()
     if gpus:
         _gpu_part(ctx, r, streams, gpus)
     else:
         r.figures["gpu"] = GPU_MSG
+    if backend == "jax":
+        _jax_part(ctx, r, streams)
+        gpus = [r.figures["gpu"]] if r.figures.get("gpu_backend") == "jax" else gpus
     _hyper_part(ctx, r, streams)
     _synth_part(ctx, r, streams)
     r.figures["seconds_perturbation"] = round(time.perf_counter() - t0, 1)
@@ -266,6 +319,9 @@ def check(ctx, gpus: list[str] | None = None) -> CheckResult:
     head = (f"GPU {f.get('gpu_device', '')}: {f.get('gpu_symbols_identical', 0)}/{f.get('gpu_streams', 0)} streams "
             f"parse identically, recon max |diff| {f.get('gpu_max_recon_diff')}, min PSNR {f.get('gpu_min_psnr_db')} dB"
             ) if gpus else GPU_MSG
+    if backend == "jax" and "jax_streams" in f and f.get("gpu_backend") != "jax":
+        head += (f"; JAX backend on {f.get('jax_platform')}: {f.get('jax_symbols_identical')}/{f.get('jax_streams')} "
+                 f"parse identically, recon max |diff| {f.get('jax_max_recon_diff')} vs TF")
     r.summary = (f"{head}; hyper path exact under {len(exact_variants())} perturbations on "
                  f"{r.figures.get('hyper_cases', 0)} z_hat(s); {len(r.failures)} failure(s)")
     return r
