@@ -17,7 +17,8 @@ Parameters: the base's flat dict (models/jax_transforms.py) plus `charm/slice_<i
 the parameter shapes, so `forward` needs no configuration. With no `charm/` keys, `forward` is
 the mean-scale model (v2), which is how the comparison in `main` evaluates both on one code path.
 
-python -m training.charm compare --steps 300 --kodak-limit 6     # v3 vs v2 from the base state
+python -m training.charm compare --train entropy --steps 800 --lr 1e-4 --lr-new 1e-3 --save runs/c/params.npz
+python -m training.charm coded --v2 runs/c/params-v2.npz --v3 runs/c/params-v3.npz --out-dir runs/c/models
 """
 
 from __future__ import annotations
@@ -340,6 +341,56 @@ def compare(args) -> dict:
     return result
 
 
+def coded(args) -> dict:
+    """v2 vs v3 through the real codec: export both parameter sets, encode Kodak at each delta code, decode.
+
+    bpp is 8 * stream bytes / pixels; PSNR-RGB of the decoded image; decode seconds (wall, CPU) at code 128
+    are the best of 3 per image, median over images.
+    """
+    from decoder.decode import ModelCache, decode_bytes
+    from decoder.runtime import configure
+    from encoder.encode import EncoderModels
+    from encoder.imageio import load_rgb8
+    from evaluation.metrics import psnr_from_mse
+    from training.export import export, export_v3, register
+    configure()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    export(dict(np.load(args.v2)), "cmp_v2", {"trained": True}, out)
+    export_v3(dict(np.load(args.v3)), "cmp_v3", {"trained": True}, out)
+    reg = out / "registry.yaml"
+    register(reg, out / "cmp_v2", "cmp_v2", [0.5], True)
+    register(reg, out / "cmp_v3", "cmp_v3", [0.25], True)
+    models, cache = EncoderModels(str(reg)), ModelCache(str(reg))
+    codes = [int(c) for c in args.codes.split(",")]
+    kodak = sorted(Path(args.kodak).glob("*.png"))[:args.kodak_limit]
+    points: dict = {"v2": {c: [] for c in codes}, "v3": {c: [] for c in codes}}
+    times: dict = {"v2": [], "v3": []}
+    for f in kodak:
+        rgb = load_rgb8(f)
+        for name, ti in (("v2", 3), ("v3", 2)):
+            a = models.encoder_model(models.registry.by_target(ti)).analyse(rgb)
+            for c in codes:
+                data = a.code(c, ti)
+                img = decode_bytes(data, cache)
+                if c == 128:
+                    best = (1e9, 1e9)
+                    for _ in range(3):
+                        t0, c0 = time.time(), time.process_time()
+                        decode_bytes(data, cache)
+                        best = (min(best[0], time.time() - t0), min(best[1], time.process_time() - c0))
+                    times[name].append(best)
+                mse = float(np.mean((img.astype(np.float64) - rgb) ** 2))
+                points[name][c].append((8 * len(data) / (rgb.shape[0] * rgb.shape[1]), psnr_from_mse(mse)))
+        print(f.name, flush=True)
+    curves = {k: [[float(np.mean([b for b, _ in v[c]])), float(np.mean([q for _, q in v[c]]))] for c in codes]
+              for k, v in points.items()}
+    return {"images": [f.name for f in kodak], "codes": codes, "curves_bpp_psnr": curves,
+            "bd_rate_v3_vs_v2_percent": bd_rate(*zip(*curves["v2"]), *zip(*curves["v3"])),
+            "decode_seconds_wall_cpu_code128": {k: [float(np.median([t[0] for t in v])),
+                                                    float(np.median([t[1] for t in v]))] for k, v in times.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parent.parent
     p = argparse.ArgumentParser(prog="python -m training.charm", description=__doc__,
@@ -366,8 +417,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--codes", default="96,112,128,144,160", help="delta codes of the curve (128 = delta 1)")
     c.add_argument("--out", default="", help="write the result JSON here")
     c.add_argument("--save", default="", help="save both final parameter sets beside this path")
+    k = sub.add_parser("coded", help="v2 vs v3 parameter sets (compare --save) through the real codec on Kodak")
+    k.add_argument("--v2", required=True, help="v2 parameters .npz")
+    k.add_argument("--v3", required=True, help="v3 parameters .npz")
+    k.add_argument("--out-dir", required=True, help="where the two exported models and the registry go")
+    k.add_argument("--kodak", default=str(root.parent / "shared" / "data" / "kodak"))
+    k.add_argument("--kodak-limit", type=int, default=6)
+    k.add_argument("--codes", default="100,116,128,132,148", help="delta codes (128 = delta 1; 128 is timed)")
+    k.add_argument("--out", default="", help="write the result JSON here")
     args = p.parse_args(argv)
-    res = compare(args)
+    res = compare(args) if args.cmd == "compare" else coded(args)
     text = json.dumps(res, indent=1)
     print(text)
     if args.out:
