@@ -61,7 +61,7 @@ class TrainConfig:
     model: str = _p("meanscale", "entropy model: 'meanscale' (bitstream v2) or 'charm' (v3: channel-wise "
                                  "autoregressive slices, training/charm.py); charm starts from init_from/the state")
     charm_slices: int = _p(8, "charm: number of y slices (latent_channels must split evenly)")
-    charm_hidden: int = _p(64, "charm: hidden width of each slice's mu/sigma (and LRP) network")
+    charm_hidden: int = _p(32, "charm: hidden width of each slice's mu/sigma (and LRP) network (32: decode within 1.5x of v2)")
     charm_lrp: bool = _p(False, "charm: latent residual prediction (clipped to +-1/2)")
 
     @classmethod
