@@ -65,10 +65,10 @@ def _share_models() -> None:
     from decoder import decode as D
     original, shared = D.ModelCache, {}
 
-    def cached(registry=None):
-        key = str(registry)
+    def cached(registry=None, backend: str = "tf"):
+        key = f"{registry}|{backend}"
         if key not in shared:
-            shared[key] = original(registry)
+            shared[key] = original(registry, backend=backend)
         return shared[key]
     D.ModelCache = cached
 

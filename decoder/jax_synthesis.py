@@ -32,8 +32,17 @@ def settings() -> dict:
     d = jax.devices()[0]
     return {"backend": BACKEND, "jax": jax.__version__, "platform": d.platform,
             "device": getattr(d, "device_kind", d.platform),
-            "matmul_precision": str(jax.config.jax_default_matmul_precision),
+            "matmul_precision": _precision(),
             "tf32_override": os.environ.get("NVIDIA_TF32_OVERRIDE")}
+
+
+def _precision() -> str:
+    """The matmul precision in force, read in a way both jax 0.4 (here) and 0.11 (the accelerator) answer."""
+    import jax
+    try:
+        return str(jax.config.jax_default_matmul_precision)
+    except AttributeError:
+        return str(getattr(jax.config, "values", {}).get("jax_default_matmul_precision"))
 
 
 class JaxSynthesis:
