@@ -14,7 +14,7 @@ PER_TARGET := t006 t012 t025 t050 t075 t100 t150 t200
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: run test install clean bench eval conformance package train-base train-targets fuzz device-pack bench-train
+.PHONY: run test check lint install clean bench eval conformance package train-base train-targets fuzz device-pack bench-train
 
 $(STAMP): requirements.txt decoder/requirements.txt evaluation/requirements.txt
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VPY) -m pytest tests conformance
+
+# The fast tier (CONTRIBUTING.md): lint, then every test not marked slow; under 2 minutes on 2 cores.
+check: lint
+	$(VPY) -m pytest tests conformance -m "not slow" --durations=5
+
+lint: $(STAMP)
+	$(VPY) -m ruff check .
 
 bench: $(STAMP)
 	$(VPY) -m evaluation.bench --include-8k --kodak "$(KODAK)" --out runs/bench

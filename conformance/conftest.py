@@ -15,6 +15,13 @@ import pytest
 
 from conformance.common import KODAK
 
+
+def pytest_collection_modifyitems(items):
+    """Tests on the whole suite's run (the suite_runs fixture) are slow: `make test` runs them, `make check` not."""
+    for item in items:
+        if "suite_runs" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 TARGETS = "0.06,0.25,0.5"
 CONFIGS = ("t1-onednn0", "t1-onednn1-sse41-blas-prescott")   # the two most different; the CLI runs all five

@@ -96,6 +96,7 @@ def seed_streams(registry: str | None, seeds_dir: str | None) -> list[bytes]:
             raise ValueError(f"{seeds_dir}: no .bit seed streams")
         return out
     import numpy as np
+
     from conformance.common import KODAK
     from encoder.api import Encoder
     from encoder.imageio import load_rgb8
@@ -110,6 +111,7 @@ def seed_streams(registry: str | None, seeds_dir: str | None) -> list[bytes]:
 def mutation_strategy(seeds: list[bytes]):
     """A hypothesis strategy of mutated streams."""
     from hypothesis import strategies as st
+
     from conformance import mutate
     from decoder import bitstream as B
 
@@ -165,6 +167,7 @@ def run_hypothesis(target: Target, seeds: list[bytes], examples: int, seed: int)
 
 def run_atheris(target: Target, seeds: list[bytes], libfuzzer_args: list[str], out: Path) -> int:
     import atheris
+
     from conformance import mutate
     corpus = out / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
@@ -188,7 +191,7 @@ def _instrument(atheris) -> None:
     import inspect
     seen = set()
     for name, mod in list(sys.modules.items()):
-        if not name.split(".")[0] in ("decoder", "models") or mod is None:
+        if name.split(".")[0] not in ("decoder", "models") or mod is None:
             continue
         for obj in vars(mod).values():
             fns = [obj] if inspect.isfunction(obj) else (

@@ -5,8 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conformance.common import ROOT, child_env
 from conformance.conftest import check_of
+
+pytestmark = pytest.mark.slow      # whole-CLI / whole-suite runs: `make test`, not `make check`
 
 
 def _cli(args):

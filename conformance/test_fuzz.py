@@ -237,15 +237,13 @@ def test_png_harness_flags_what_breaks_the_contract(tmp_path, monkeypatch):
     assert "peak RSS" in t(rgb8)
 
 
-# Findings of the PNG campaign in encoder/imageio.py (owned elsewhere): regression tests, expected to fail
-# until it is fixed; strict, so the fix turns them into failures that ask for the marker to go.
+# Findings of the PNG campaign in encoder/imageio.py, fixed there: regression tests (each failed before the fix:
+# a Pillow exception or warning escaped, or a second IHDR let a 16-bit file through).
 def _png_with(parts_edit, seed: str = "rgb8") -> bytes:
     parts = FG.chunks(dict(FG.seeds())[seed])
     return FG.assemble(parts_edit(parts))
 
 
-@pytest.mark.xfail(strict=True, reason="PNG campaign finding: Pillow's DecompressionBombError (IHDR over "
-                                       "178,956,970 px) escapes load_rgb8 instead of InputError")
 def test_png_huge_dimensions_are_refused_as_input_error(tmp_path):
     import struct
     t = FG.PngTarget(tmp_path)
@@ -253,8 +251,6 @@ def test_png_huge_dimensions_are_refused_as_input_error(tmp_path):
     assert t(data) is None
 
 
-@pytest.mark.xfail(strict=True, reason="PNG campaign finding: a second IHDR chunk wins in Pillow while "
-                                       "imageio checks the first: a 16-bit file gets through and the size changes")
 def test_png_second_ihdr_is_refused(tmp_path):
     import struct
     t = FG.PngTarget(tmp_path)
@@ -263,16 +259,12 @@ def test_png_second_ihdr_is_refused(tmp_path):
     assert t(data, True) is None and t.t.refused == 1     # today: 13000x17 of made-up pixels, no error
 
 
-@pytest.mark.xfail(strict=True, reason="PNG campaign finding: an acTL chunk after IDAT makes Pillow warn "
-                                       "'Invalid APNG' (a stray stderr line in the CLI) instead of a refusal")
 def test_png_late_actl_does_not_warn(tmp_path):
     t = FG.PngTarget(tmp_path)
     data = _png_with(lambda p: p[:-1] + [(b"acTL", bytes(8))] + p[-1:])
     assert t(data) is None
 
 
-@pytest.mark.xfail(strict=True, reason="PNG campaign finding: IHDR of 89.5-179 MP makes Pillow warn "
-                                       "(DecompressionBombWarning: a stray stderr block in the CLI) before refusing")
 def test_png_large_dimensions_do_not_warn(tmp_path):
     import struct
     t = FG.PngTarget(tmp_path)
@@ -280,8 +272,6 @@ def test_png_large_dimensions_do_not_warn(tmp_path):
     assert t(data) is None and t.t.refused == 1
 
 
-@pytest.mark.xfail(strict=True, reason="PNG campaign finding: an empty iCCP chunk after IDAT raises IndexError "
-                                       "inside Pillow's load (chunk_iCCP), which load_rgb8 does not catch")
 def test_png_empty_late_iccp_is_refused(tmp_path):
     t = FG.PngTarget(tmp_path)
     data = _png_with(lambda p: p[:-1] + [(b"iCCP", b"")] + p[-1:])

@@ -106,6 +106,7 @@ def test_gpu_parity_is_not_claimed_unless_measured(monkeypatch, tmp_path):
     assert r.passed and r.figures["gpu_max_recon_diff"] == 0 and r.figures["gpu_peak_bytes"] == 1 << 20
 
 
+@pytest.mark.slow
 def test_jax_backend_parity_on_cpu(lo_model):
     """The --gpu-backend jax path, on the CPU: real decoder processes (TF, and JAX via conformance.jax_decode),
     symbols identical and reconstructions within one level; the report names the device JAX used."""

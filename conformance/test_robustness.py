@@ -106,6 +106,7 @@ def test_crash_is_caught_and_the_run_goes_on(tmp_path):
     assert res[1].ok and starts == 2
 
 
+@pytest.mark.slow
 def test_hang_is_caught_by_the_hard_timeout(tmp_path):
     """SIGALRM is blocked (as inside a C++ op): only the parent's hard timeout can end it."""
     cases = [_case(data=b"", cid="empty"), _case(data=b"R" * 20, cid="long")]
@@ -143,6 +144,7 @@ def test_real_cli_crash_is_caught(tmp_path):
     assert res[0].outcome == "signal" and "SIGSEGV" in res[0].violation
 
 
+@pytest.mark.slow
 def test_check_reports_failures_with_reproducers(tmp_path, encoder, tiny_registry):
     """The whole check (bases, cases, worker, real-CLI runs, report files) with an accept-everything decoder."""
     opts = SimpleNamespace(cases=30, quick=True, seed=0, case_timeout=5.0, mem_limit_gb=4.0, report_dir=tmp_path,
@@ -159,6 +161,7 @@ def test_check_reports_failures_with_reproducers(tmp_path, encoder, tiny_registr
     assert len(rows) == 30 + Rb.QUICK_CLI
 
 
+@pytest.mark.slow
 def test_real_decoder_survives_cases_with_a_fixed_outcome(tmp_path, bases, hashes, tiny_registry):
     """The real decoder (main() in the worker, plus real CLI runs): every control decodes, every provably
     invalid stream is rejected with one line, nothing is left behind, nothing crashes."""
@@ -176,6 +179,7 @@ def test_real_decoder_survives_cases_with_a_fixed_outcome(tmp_path, bases, hashe
 # Regression: tensorflow-compression 2.14.1's OverflowDecode loops forever (`while (DecodeLinearly(...) == 0) ++n;`)
 # when a garbage y substream runs out inside an escape code; a 29-byte stream with a 1x65536 header hung the
 # decoder. Fixed by not using tfc's overflow coding: v2's escapes are bounded (models/coding.py), so this must pass.
+@pytest.mark.slow
 def test_decoder_does_not_hang_on_garbage_y(tmp_path, bases, hashes, tiny_registry):
     from decoder import bitstream as B
     rng = np.random.default_rng(1)

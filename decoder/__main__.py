@@ -28,7 +28,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dir", action="store_true", help="decode every stream in the input folder")
     p.add_argument("--registry", default=None,
                    help="model registry YAML (default: $RATELOCK_REGISTRY or models/registry.yaml)")
-    p.add_argument("--max-pixels", type=int, default=100_000_000, help="refuse larger images (from the header)")
+    from decoder.bitstream import MAX_PIXELS
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                   help=f"refuse larger images, from the header (default {MAX_PIXELS})")
     p.add_argument("--backend", choices=("tf", "jax"), default="tf",
                    help="synthesis backend: tf (default, CPU) or jax (any device JAX finds; needs jax installed)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0 = library default)")

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from decoder.bitstream import BitstreamError, Header, parse_header, unpack
+from decoder.bitstream import MAX_PIXELS, BitstreamError, Header, parse_header, unpack
 from models import charm as CH
 from models import scale_table as S
-from models.coding import CorruptStream, decode as range_decode
+from models.coding import CorruptStream
+from models.coding import decode as range_decode
 from models.synthesis import Y_STRIDE, Z_STRIDE
 
 # Synthesis runs on tiles of this many latents (1024 px) with a halo wide enough
@@ -37,7 +38,7 @@ class DecodeError(ValueError):
 class Limits:
     """Resource bounds checked from the header before anything is allocated."""
 
-    max_pixels: int = 100_000_000      # ~ 13K x 7.5K; 8K (33 MP) measured at 3.3 GiB peak (evaluation/BENCH.md)
+    max_pixels: int = MAX_PIXELS       # decoder/bitstream.py owns the default
     max_bytes: int = 512 << 20         # largest stream file accepted
 
     def check(self, header: Header) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from decoder.bitstream import MAX_PIXELS  # one owner of the pixel bound, shared with the decoder
 
 MAX_SIDE = 1 << 16
+MAX_CHUNKS = 1 << 16     # chunks scanned per PNG (IDAT included): bounds the header scan on hostile files
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> (name, allowed bit depths), from the PNG specification (ISO/IEC 15948, table 11.1).
 PNG_COLOUR_TYPES = {0: ("greyscale", (1, 2, 4, 8, 16)), 2: ("RGB", (8, 16)), 3: ("palette", (1, 2, 4, 8)),
@@ -29,13 +33,15 @@ class PngHeader:
     bit_depth: int
     colour_type: int
     interlace: int
-    animated: bool       # an acTL chunk before the image data: APNG
+    animated: bool       # an acTL chunk anywhere: APNG (after IDAT it is invalid, and Pillow only warns)
 
 
 def read_png_header(path: str | os.PathLike) -> PngHeader | None:
-    """IHDR of a PNG file plus whether it is an APNG; None if the file is not a well-formed PNG start.
+    """IHDR of a PNG file plus whether it is an APNG; None if the file is not a well-formed PNG.
 
-    Malformed files return None so that Pillow, which reads them next, gives its own one-line error.
+    Every chunk header up to IEND is read (data skipped), so what Pillow would use later is seen here:
+    a second IHDR (Pillow takes the last one, past the checks on the first) makes the file malformed.
+    Malformed files return None; load_rgb8 then refuses them in one line.
     """
     try:
         with open(path, "rb") as f:
@@ -47,16 +53,16 @@ def read_png_header(path: str | os.PathLike) -> PngHeader | None:
             w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", head[8:])
             f.seek(4, os.SEEK_CUR)                      # IHDR CRC
             animated = False
-            for _ in range(1024):                       # ancillary chunks before IDAT; acTL must precede IDAT
+            for _ in range(MAX_CHUNKS):
                 hdr = f.read(8)
                 if len(hdr) < 8:
                     break
                 length, kind = struct.unpack(">I", hdr[:4])[0], hdr[4:]
-                if kind in (b"IDAT", b"IEND"):
+                if kind == b"IEND":
                     break
-                if kind == b"acTL":
-                    animated = True
-                    break
+                if kind == b"IHDR":
+                    return None
+                animated = animated or kind == b"acTL"
                 f.seek(length + 4, os.SEEK_CUR)
     except OSError:
         return None
@@ -78,6 +84,8 @@ def _check_png(path: str | os.PathLike, hdr: PngHeader) -> None:
         raise InputError(f"{path}: animated PNG (APNG) is not supported; export a single frame")
     if not (1 <= hdr.width <= MAX_SIDE and 1 <= hdr.height <= MAX_SIDE):
         raise InputError(f"{path}: {hdr.width}x{hdr.height} PNG is outside the 1..{MAX_SIDE}-pixel side limit")
+    if hdr.width * hdr.height > MAX_PIXELS:
+        raise InputError(f"{path}: {hdr.width}x{hdr.height} PNG exceeds the {MAX_PIXELS / 1e6:.0f} MP limit")
 
 
 def _pnm_maxval(path: str | os.PathLike) -> int | None:
@@ -126,7 +134,12 @@ def load_rgb8(path: str | os.PathLike, flatten_alpha: bool = False) -> np.ndarra
     if hdr is not None:
         _check_png(path, hdr)
     try:
-        with Image.open(p) as im:
+        with warnings.catch_warnings(), Image.open(p) as im:
+            # Sizes are bounded by MAX_PIXELS here, and Pillow's own warnings (decompression bomb,
+            # "Invalid APNG", ...) would be stray stderr lines in a CLI that promises one line.
+            warnings.simplefilter("ignore")
+            if im.width * im.height > MAX_PIXELS:
+                raise InputError(f"{path}: {im.width}x{im.height} image exceeds the {MAX_PIXELS / 1e6:.0f} MP limit")
             if hdr is None and im.format == "PNG":   # Pillow found a PNG our reader could not parse
                 raise InputError(f"{path}: cannot read image (malformed PNG header)")
             _check_bit_depth(path, im)
@@ -145,8 +158,11 @@ def load_rgb8(path: str | os.PathLike, flatten_alpha: bool = False) -> np.ndarra
             arr = np.asarray(rgb, dtype=np.uint8)
     except InputError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{path}: cannot read image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    except MemoryError:
+        raise InputError(f"{path}: image too large to decode in memory") from None
+    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds on hostile files (IndexError, struct.error, ...)
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: cannot read image ({why})") from None
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise InputError(f"{path}: unexpected image shape {arr.shape}")
     if arr.shape[0] > MAX_SIDE or arr.shape[1] > MAX_SIDE:

@@ -35,6 +35,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 from evaluation.datasets import KODAK  # noqa: E402
+
 DEFAULT_SIZES = "768x512,1920x1080,3840x2160"
 SIZE_8K = (7680, 4320)
 ANCHORS = ("jpeg2000", "hevc")
@@ -204,6 +205,7 @@ def _model_code_hash() -> str:
 
 def describe_registry(path: Path) -> str:
     import numpy as np
+
     from models.weights import load_registry
     reg = load_registry(path)
     by_hash: dict[str, list] = {}
@@ -705,9 +707,8 @@ def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed, 
             if rs:
                 rows.append([who, "ERROR: " + rs[0].get("error", "?")] + ["-"] * 9)
             continue
-        med = lambda f: statistics.median([f(r) for r in ok])  # noqa: E731
-        load = (lambda r: r.get("load_s", 0) + r.get("trace_s", 0)) if who == "decoder" else \
-            (lambda r: r.get("init_s", 0) + r.get("load_trace_s", 0))
+        def med(f, ok=ok):
+            return statistics.median([f(r) for r in ok])
         interp = med(lambda r: r.get("interpreter_s", float("nan")))
         rows.append([who, fs(interp), fs(med(lambda r: r["imports"].get("numpy", 0))),
                      fs(med(lambda r: r["imports"].get("tensorflow", 0))),

@@ -40,8 +40,9 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -397,6 +398,7 @@ def _op_encode(spec: dict, res: dict) -> None:
 def _op_anchor(spec: dict, res: dict) -> None:
     t = _now()
     import numpy as np
+
     from evaluation import codecs
     res["imports"]["codec"] = _now() - t
     res["import_s"] = res["imports"]["codec"]

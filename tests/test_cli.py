@@ -44,6 +44,7 @@ def test_encoder_bad_targets(target, tmp_path):
     assert "target" in _one_line_error(r)
 
 
+@pytest.mark.slow
 def test_encoder_unreachable_writes_nothing(tiny_registry, tmp_path):
     Image.new("RGB", (1, 1), (10, 20, 30)).save(tmp_path / "one.png")
     r = run_cli(["-m", "encoder", str(tmp_path / "one.png"), "0.06", str(tmp_path / "o.bit"),
@@ -67,6 +68,7 @@ def test_decoder_missing_file(tmp_path):
     assert "no such file" in _one_line_error(run_cli(["-m", "decoder", str(tmp_path / "nope.bit"), str(tmp_path / "o.png")]))
 
 
+@pytest.mark.slow
 def test_single_and_batch_cli(tiny_registry, tmp_path):
     img = tmp_path / "imgs"
     img.mkdir()

@@ -68,6 +68,7 @@ def test_tiled_synthesis_is_seamless(models):
     assert np.abs(whole - seams).max() > 1      # the check can fail: no halo shows seams
 
 
+@pytest.mark.slow
 def test_parse_is_identical_across_runtime_configs(encoder, tiny_registry, tmp_path):
     """Separate processes: threads 1 vs 2, oneDNN on vs off -> same symbols, pixels within 1."""
     c = encoder.encode(kodak_crop(h=192, w=256), 0.12)

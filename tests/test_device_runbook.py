@@ -11,10 +11,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from evaluation.datasets import TRAIN  # noqa: E402
 from tests.conftest import KODAK, ROOT, run_cli
+
+pytestmark = pytest.mark.slow      # whole-CLI / whole-suite runs: `make test`, not `make check`
 
 
 def test_pack_train_import_export_on_cpu(tmp_path):

@@ -52,6 +52,7 @@ def test_full_precision_is_set():
     assert s["matmul_precision"] == "highest" and os.environ["NVIDIA_TF32_OVERRIDE"] == "0"
 
 
+@pytest.mark.slow
 def test_decoder_cli_backend_jax(tmp_path):
     """`python -m decoder --backend jax` writes the TF decode's PNG within one level."""
     from PIL import Image

@@ -135,6 +135,7 @@ def _tfc_prior_params(seed: int) -> tuple[object, dict]:
     return prior, p
 
 
+@pytest.mark.slow
 def test_z_tables_identical_to_a_tfc_prior_with_the_same_parameters():
     from models import entropy
     from training.export import tfc_prior

@@ -10,6 +10,8 @@ from PIL import Image
 from evaluation import package as P
 from tests.conftest import KODAK, run_cli
 
+pytestmark = pytest.mark.slow      # whole-CLI / whole-suite runs: `make test`, not `make check`
+
 
 def test_naming_convention():
     assert P.stream_name("TeamX", "kodim01", 0.06) == "TeamX_kodim01_006.bits"

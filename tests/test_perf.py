@@ -55,6 +55,7 @@ def _decode_in_fresh_process(stream: Path, registry: Path, out_npy: Path, untile
     return res
 
 
+@pytest.mark.slow
 def test_large_decode_memory_is_bounded_by_tiling(large_stream, tiny_registry, tmp_path):
     """Decode 4096x2304 in a fresh process: the synthesis adds the float image plus one tile's working set,
     not whole-image activations; with tiling disabled the same bound is exceeded."""
@@ -97,6 +98,7 @@ def test_decoder_loads_only_the_model_a_stream_needs(encoder, tiny_registry, mon
     assert loaded == ["hi"]
 
 
+@pytest.mark.slow
 def test_bench_runs_and_reports(tiny_registry, tmp_path):
     """The benchmark CLI end to end, in-process on a tiny image (anchors included where available)."""
     from evaluation import bench

@@ -38,6 +38,7 @@ def _losses(log: Path) -> list[float]:
     return [float(m) for m in re.findall(r"step \d+ loss ([0-9.]+)", log.read_text())]
 
 
+@pytest.mark.slow
 def test_train_resume_export_and_code(small_data, tmp_path):
     r = run_cli(_args(small_data, tmp_path, 40, rate_probe="auto"))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -63,6 +64,7 @@ def test_train_resume_export_and_code(small_data, tmp_path):
     assert r.returncode == 0 and Image.open(tmp_path / "o.png").size == (128, 96)
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(small_data, tmp_path):
     """The full checkpoint carries everything: 10 + 10 steps give the losses of 20 steps in one go
     (to bf16 rounding of the Adam moments)."""
@@ -80,6 +82,7 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(small_data, tmp_path
     np.testing.assert_allclose(b[5:], a[5:], rtol=2e-2)
 
 
+@pytest.mark.slow
 def test_data_parallel_on_two_devices_gives_the_single_device_loss(small_data, tmp_path):
     """Same seed, same crops: the batch split over 2 forced host devices computes the same loss."""
     logs = {}
@@ -124,6 +127,7 @@ def test_config_coerces_yaml_strings():
     assert cfg.lr == 3e-4 and cfg.steps == 1000
 
 
+@pytest.mark.slow
 def test_sigterm_saves_state_and_stops(small_data, tmp_path):
     import os
     import subprocess
@@ -147,6 +151,7 @@ def test_sigterm_saves_state_and_stops(small_data, tmp_path):
     assert ckpt["step"] == step and ckpt["runs"][-1]["to_step"] == step
 
 
+@pytest.mark.slow
 def test_max_seconds_stops_and_writes_the_curve(small_data, tmp_path):
     r = run_cli(_args(small_data, tmp_path, 100000, ["--no-export", "--max-seconds", "3", "--curve-seconds", "1",
                                                      "--kodak", str(small_data)]))
@@ -156,6 +161,7 @@ def test_max_seconds_stops_and_writes_the_curve(small_data, tmp_path):
     assert float(curve[-1].split(",")[1]) < 30
 
 
+@pytest.mark.slow
 def test_slim_state_reads_shared_tensors_from_its_export(tmp_path):
     """A slim state resumes to exactly the full state's weights, and refuses an export that changed."""
     import jax
@@ -200,6 +206,7 @@ def test_committed_states_convert_to_the_shipped_model_files(name, tmp_path):
         assert sorted(ours.files) == sorted(theirs.files)
 
 
+@pytest.mark.slow
 def test_base_resumes_from_its_committed_state(tmp_path):
     """The committed base (step 20,203, N=128) resumes in JAX: a state copy advances by the steps run."""
     import shutil

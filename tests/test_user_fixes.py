@@ -213,6 +213,7 @@ def test_ordinary_8_bit_png_unchanged(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- item 2: the demo's model note
 
+@pytest.mark.slow
 def test_demo_prints_the_note_of_the_model_used(tiny_registry: Path, tmp_path: Path) -> None:
     """Only the high model carries a note; a low-rate demo must not print it (the old demo printed the first note)."""
     from decoder.bitstream import parse_header

@@ -87,7 +87,8 @@ class Trainer:
         import jax
         import jax.numpy as jnp
         import optax
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        from jax.sharding import Mesh, NamedSharding
+        from jax.sharding import PartitionSpec as P
 
         from training.data import sample_crops
         from training.model import Loss, forward
