@@ -112,6 +112,7 @@ def test_version_and_model_must_agree(models):
         parse(_restamp(a2.code(128, e2.target_index), 4), cache)
 
 
+@pytest.mark.slow
 def test_rate_control_serves_a_v3_model(registry, tmp_path):
     """The search (and its parse-back guard) works unchanged on a v3 model; the stream decodes."""
     from encoder.api import Encoder
@@ -229,6 +230,7 @@ def test_v3_golden_streams(regen):
             pytest.skip("pixels differ from the golden platform's (float synthesis); the parse is exact")
 
 
+@pytest.mark.slow
 def test_v3_parse_is_the_same_across_threads_and_onednn():
     """Separate processes with 1 vs 2 threads and oneDNN off/on parse the v3 goldens to the same integers."""
     import json

@@ -148,6 +148,7 @@ def test_slice_networks_cost_little():
     assert 1.0 < k < 10.0
 
 
+@pytest.mark.slow
 def test_trainer_runs_charm_and_exports_a_v3_model(tmp_path):
     """`model: charm` through training.train: the loss falls, the slice nets train, the export is a v3 model."""
     from PIL import Image
