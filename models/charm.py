@@ -24,8 +24,8 @@ slice's escapes (the layout of models/coding.py, per slice, with its own bound
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -160,7 +160,7 @@ class IntConvNet:
         return meta, arrays
 
     @classmethod
-    def from_arrays(cls, meta: list[dict], arrays, prefix: str) -> "IntConvNet":
+    def from_arrays(cls, meta: list[dict], arrays, prefix: str) -> IntConvNet:
         return cls([IntLayer("conv", 1, np.asarray(arrays[f"{prefix}{j}_w"], np.int64),
                              np.asarray(arrays[f"{prefix}{j}_b"], np.int64), **m) for j, m in enumerate(meta)])
 
@@ -237,7 +237,7 @@ class IntCharm:
 
     def loop(self, mu_h_q: np.ndarray, ls_h_q: np.ndarray, code: int,
              symbols_of: Callable[[int, np.ndarray, np.ndarray], np.ndarray],
-             backend: str = "blas") -> "SliceResult":
+             backend: str = "blas") -> SliceResult:
         """The slice loop: for each slice, integer mu/sigma -> scale index -> symbols_of(i, index, mu_q) -> y_hat_q.
 
         symbols_of is the range decoder (decoder) or the quantiser (encoder); everything else is shared,
@@ -278,7 +278,7 @@ class IntCharm:
         return meta, arrays
 
     @classmethod
-    def from_arrays(cls, meta: dict, arrays) -> "IntCharm":
+    def from_arrays(cls, meta: dict, arrays) -> IntCharm:
         n = int(meta["num_slices"])
         cc = [IntConvNet.from_arrays(meta["cc"][i], arrays, f"cc{i}_") for i in range(n)]
         lrp = [IntConvNet.from_arrays(meta["lrp_layers"][i], arrays, f"lrp{i}_") for i in range(n)] if meta["lrp"] else None

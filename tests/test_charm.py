@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import charm, intnet, scale_table as S
+from models import charm, intnet
+from models import scale_table as S
 from models.coding import CorruptStream
 
 jax = pytest.importorskip("jax")
@@ -184,11 +185,11 @@ def test_hostile_slice_streams_are_bounded(y_table):
     mu_h, ls_h = _hyper(12, (3, 4))
     rng = np.random.default_rng(13)
     outcomes = set()
-    for trial in range(20):
+    for _ in range(20):
         data = rng.integers(0, 256, int(rng.integers(1, 200)), dtype=np.uint8).tobytes()
         dec = charm.SliceDecoder(data, y_table)
         try:
-            net.loop(mu_h, ls_h, 128, lambda i, idx, mu_q: dec.take(idx))
+            net.loop(mu_h, ls_h, 128, lambda i, idx, mu_q, d=dec: d.take(idx))
             dec.finish()
             outcomes.add("ok")
         except CorruptStream:

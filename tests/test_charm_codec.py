@@ -203,7 +203,8 @@ def _regenerate_goldens() -> None:
         (GOLDEN / fname).write_bytes(data)
         p = parse(data, ModelCache(str(GOLDEN / "registry.yaml")))
         doc.append({"file": fname, "crop": [name, y, x, h, w], "code": code, "bytes": len(data),
-                    "symbols": p.symbol_hash(), "nonzero_symbols": int(np.count_nonzero(p.symbols)), "y_hat_q": _digest(p.y_hat_q),
+                    "symbols": p.symbol_hash(), "nonzero_symbols": int(np.count_nonzero(p.symbols)),
+                    "y_hat_q": _digest(p.y_hat_q),
                     "pixels": _digest(decode_bytes(data, ModelCache(str(GOLDEN / "registry.yaml"))))})
     (GOLDEN / "expected.json").write_text(json.dumps(doc, indent=1) + "\n")
 

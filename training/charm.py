@@ -306,7 +306,7 @@ def compare(args) -> dict:
             else:
                 (value, out), g = jax.value_and_grad(lambda q: (lambda o: (loss(o, x, 1.0, 1.0), o))(
                     forward(q, x, kn)), has_aux=True)(params)
-            up, opt_state = opt.update(g, opt_state, params)
+            up, opt_state = opt.update(g, opt_state, params)   # noqa: B023 - traced within this iteration
             lr_new = args.lr_new or args.lr           # the slice nets are new: they may learn faster than the base
             params = {k: params[k] - (lr_new if k.startswith(PREFIX) else args.lr) * up[k] for k in params}
             return params, opt_state, jnp.stack([value, out["bpp"], out["mse"]])
