@@ -177,7 +177,7 @@ class IntHyperSynthesis:
         return {"layers": meta}, arrays
 
     @classmethod
-    def from_arrays(cls, meta: dict, arrays, prefix: str = "hs") -> "IntHyperSynthesis":
+    def from_arrays(cls, meta: dict, arrays, prefix: str = "hs") -> IntHyperSynthesis:
         layers = []
         for i, m in enumerate(meta["layers"]):
             layers.append(IntLayer(weight=np.asarray(arrays[f"{prefix}{i}_w"], np.int64),
