@@ -177,7 +177,11 @@ class ParseTarget:
         y_shape, z_shape = self.D.latent_shapes(h.width, h.height, m.widths["latent_channels"],
                                                 m.widths["num_filters"])
         got = (tuple(p.z_hat.shape), tuple(p.symbols.shape), tuple(p.scale_idx.shape), tuple(p.mu_q.shape))
-        if got != (z_shape, y_shape, y_shape, y_shape) or p.symbols.dtype.name != "int32":
+        yq = getattr(p, "y_hat_q", None)                      # bitstream v3: the decoded latents in Q8
+        if yq is not None:
+            got += (tuple(yq.shape),)
+        if got[:4] != (z_shape, y_shape, y_shape, y_shape) or got[4:] not in ((), (y_shape,)) \
+                or p.symbols.dtype.name != "int32":
             raise Finding("shape", f"parsed shapes {got} {p.symbols.dtype}, header implies z {z_shape}, y {y_shape}")
 
 
@@ -326,10 +330,10 @@ def run_atheris_child(target: ParseTarget, corpus_dirs: list[Path], out: Path, s
 
 
 def run_random(target: ParseTarget, inputs: list[bytes], seconds: float, runs: int, seed: int, out: Path,
-               stats_path: Path | None, progress: bool = True) -> int:
+               stats_path: Path | None, progress: bool = True, registry: str | None = None) -> int:
     """Seeded stream-aware mutations of the seeds and corpus; a watchdog ends the process on a stuck C++ op."""
     rng = random.Random(seed)
-    hashes = registry_hashes()
+    hashes = registry_hashes(registry)
     t0 = time.monotonic()
     current: list = [None, 0.0]
 
@@ -436,7 +440,7 @@ def _drive_atheris(args, extra: list[str]) -> int:
     stats_path = out / "stats.json"
     seed_dir = out / "seeds"
     seed_dir.mkdir(exist_ok=True)
-    for i, s in enumerate(seeds()):
+    for i, s in enumerate(seeds(Path(args.seeds))):
         (seed_dir / f"golden{i}").write_bytes(s)
     dirs = [str(work), str(seed_dir)] + ([str(CORPUS)] if CORPUS.is_dir() and not args.no_corpus else [])
     log = out / "libfuzzer.log"
@@ -454,7 +458,8 @@ def _drive_atheris(args, extra: list[str]) -> int:
         stats_path.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "conformance.fuzz_parse", "--child", "--out", str(out),
                "--max-pixels", str(args.max_pixels), "--max-padded", str(args.max_padded), "--hang-s",
-               str(args.hang_s), "--mem-limit-gb", str(args.mem_limit_gb), "--",
+               str(args.hang_s), "--mem-limit-gb", str(args.mem_limit_gb),
+               *(["--registry", args.registry] if args.registry else []), "--",
                *dirs, f"-max_total_time={int(min(left, args.segment_s))}", "-timeout=10", "-rss_limit_mb=0",
                "-max_len=4096", "-print_final_stats=1", *extra]
         with open(log, "a") as lf:
@@ -497,7 +502,7 @@ def _drive_atheris(args, extra: list[str]) -> int:
     return 1 if st["findings"] or arts or any(rcs) else 0
 
 
-def merge(into: Path, sources: list[Path], max_bytes: int = 2 << 20) -> int:
+def merge(into: Path, sources: list[Path], max_bytes: int = 2 << 20, registry: str | None = None) -> int:
     """libFuzzer -merge=1 of `into` and sources into a fresh folder (the smallest set with their coverage),
     which then replaces `into`. Refuses a result over max_bytes (the committed corpus stays small)."""
     import shutil
@@ -506,17 +511,56 @@ def merge(into: Path, sources: list[Path], max_bytes: int = 2 << 20) -> int:
     fresh.mkdir(parents=True)
     srcs = [str(d) for d in [into, *sources] if d.is_dir()]
     r = subprocess.run([sys.executable, "-m", "conformance.fuzz_parse", "--child", "--out", str(fresh) + ".out",
-                        "--", "-merge=1", "-max_len=4096", str(fresh), *srcs], cwd=ROOT, capture_output=True, text=True)
+                        *(["--registry", registry] if registry else []), "--", "-merge=1", "-max_len=4096",
+                        str(fresh), *srcs], cwd=ROOT, capture_output=True, text=True)
     shutil.rmtree(str(fresh) + ".out", ignore_errors=True)
     files = list(fresh.iterdir())
     total = sum(p.stat().st_size for p in files)
     if r.returncode != 0 or not files or total > max_bytes:
         shutil.rmtree(fresh, ignore_errors=True)
         raise RuntimeError(f"merge failed (exit {r.returncode}, {len(files)} files, {total} B): {r.stderr[-300:]}")
+    added = _one_per_outcome(fresh, [Path(d) for d in srcs], registry)
     shutil.rmtree(into, ignore_errors=True)
     fresh.rename(into)
-    print(f"{PROG}: merged corpus: {len(files)} inputs, {total} B in {into}")
+    print(f"{PROG}: merged corpus: {len(files)} inputs by coverage + {added} for outcomes they missed, "
+          f"{total} B in {into}")
     return 0
+
+
+def _one_per_outcome(kept: Path, sources: list[Path], registry: str | None) -> int:
+    """Add the smallest source input of every outcome the merged set does not reach.
+
+    libFuzzer sees the C++ range coder's verdicts only through 16 hashed branches (_feature), so a merge
+    can drop, e.g., the only input that reaches the slice-escape limit; the replay test wants every stage.
+    """
+    from decoder.runtime import configure
+    try:
+        configure(1)
+    except RuntimeError:
+        pass
+    target = ParseTarget(registry, trace=False)
+
+    def outcomes(files: list[Path]) -> dict[str, Path]:
+        best: dict[str, Path] = {}
+        for p in sorted(files, key=lambda p: (p.stat().st_size, p.name)):
+            try:
+                key = target(p.read_bytes())
+            except Finding:
+                continue
+            best.setdefault(key, p)
+        return best
+
+    have = outcomes([p for p in kept.iterdir() if p.is_file()])
+    added = 0
+    for key, p in outcomes([p for d in sources for p in d.iterdir() if p.is_file()]).items():
+        if key not in have and key != "skipped":
+            shutil_copy(p, kept / p.name)
+            added += 1
+    return added
+
+
+def shutil_copy(src: Path, dst: Path) -> None:
+    dst.write_bytes(src.read_bytes())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -530,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=0, help="random engine: stop after this many inputs (0 = use --seconds)")
     p.add_argument("--seed", type=int, default=0, help="random engine: seed")
     p.add_argument("--registry", default=None, help="model registry (default models/registry.yaml)")
+    p.add_argument("--seeds", default=str(GOLDEN),
+                   help="folder of *.bit seed streams made with that registry (default conformance/streams; "
+                        "tests/expected/charm with its registry.yaml for bitstream v3)")
     p.add_argument("--max-pixels", type=int, default=FUZZ_MAX_PIXELS,
                    help=f"decoder pixel limit during the campaign (default {FUZZ_MAX_PIXELS}: keeps inputs fast)")
     p.add_argument("--max-padded", type=int, default=FUZZ_MAX_PADDED,
@@ -557,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rc = _drive_atheris(args, extra)
             if args.merge_into:
-                merge(Path(args.merge_into), [Path(args.out) / "corpus"])
+                merge(Path(args.merge_into), [Path(args.out) / "corpus"], registry=args.registry)
             return rc
     from decoder.runtime import configure
     configure(1)
@@ -575,12 +622,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, msg in bad:
             print(f"{PROG}: {name}: {msg}", file=sys.stderr)
         return 1 if bad else 0
-    inputs = seeds() + ([p.read_bytes() for p in sorted(CORPUS.iterdir()) if p.is_file()]
+    inputs = seeds(Path(args.seeds)) + ([p.read_bytes() for p in sorted(CORPUS.iterdir()) if p.is_file()]
                         if CORPUS.is_dir() and not args.no_corpus else [])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rc = run_random(target, inputs, args.seconds if not args.runs else 0, args.runs, args.seed, out,
-                    out / "stats.json", not args.no_progress)
+                    out / "stats.json", not args.no_progress, args.registry)
     print(summary(asdict(target.stats), "random"))
     return rc
 
