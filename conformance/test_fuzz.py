@@ -293,9 +293,6 @@ def test_png_empty_late_iccp_is_refused(tmp_path):
     assert t(data) is None and t.t.refused == 1
 
 
-@pytest.mark.xfail(strict=True, reason="PNG campaign finding after the fix: a warning Pillow raises inside "
-                                       "Image.open (an acTL before IHDR) still leaks: load_rgb8 sets its filter "
-                                       "only after Image.open has run")
 def test_png_warning_during_open_does_not_leak(tmp_path):
     t = FG.PngTarget(tmp_path)
     data = _png_with(lambda p: [(b"acTL", bytes(8))] + p)

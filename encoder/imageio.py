@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import warnings
@@ -124,6 +125,15 @@ def _check_bit_depth(path: str | os.PathLike, im: Image.Image) -> None:
             raise InputError(f"{path}: 16-bit netpbm (maxval {maxval}) is not supported; convert to 8-bit RGB")
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Pillow's warnings (decompression bomb, "Invalid APNG", ...) would be stray stderr lines in a CLI that
+    promises one line; sizes are bounded by MAX_PIXELS here instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def load_rgb8(path: str | os.PathLike, flatten_alpha: bool = False) -> np.ndarray:
     """8-bit RGB as HxWx3 uint8. Greyscale, palette and interlaced PNG are converted exactly;
     16-bit, CMYK, APNG and alpha are refused (alpha unless flatten_alpha)."""
@@ -134,10 +144,7 @@ def load_rgb8(path: str | os.PathLike, flatten_alpha: bool = False) -> np.ndarra
     if hdr is not None:
         _check_png(path, hdr)
     try:
-        with warnings.catch_warnings(), Image.open(p) as im:
-            # Sizes are bounded by MAX_PIXELS here, and Pillow's own warnings (decompression bomb,
-            # "Invalid APNG", ...) would be stray stderr lines in a CLI that promises one line.
-            warnings.simplefilter("ignore")
+        with _quiet(), Image.open(p) as im:       # _quiet() is entered first: it covers the open too
             if im.width * im.height > MAX_PIXELS:
                 raise InputError(f"{path}: {im.width}x{im.height} image exceeds the {MAX_PIXELS / 1e6:.0f} MP limit")
             if hdr is None and im.format == "PNG":   # Pillow found a PNG our reader could not parse
