@@ -209,6 +209,33 @@ def _synth_part(ctx, r: CheckResult, streams: list, eps: float = WEIGHT_EPS) -> 
                           rows))
 
 
+def _compare(r: CheckResult, ref, run, streams: list, what: str, against: str, title: str, key: str) -> dict:
+    """Per stream: symbols identical, reconstruction within RECON_TOL, PSNR; fails, table and `<key>_*` figures."""
+    by_name = {s.path.name: s for s in streams}
+    cmp = compare_runs(ref, run, [s.path.name for s in streams])
+    for c in cmp:
+        s = by_name[c.stream]
+        if c.error:
+            r.fail(c.error, image=s.image, target=s.target)
+        elif not c.symbols_equal:
+            r.fail(f"{what} parse differs from {against} parse (symbols_sha256_16)", image=s.image, target=s.target)
+        elif c.max_diff > RECON_TOL:
+            r.fail(f"{what} reconstruction max |diff| {c.max_diff} > {RECON_TOL} vs {against}",
+                   image=s.image, target=s.target)
+    r.tables.append(Table(title, ["image", "target", "symbols identical", "recon max |diff|",
+                                  f"PSNR {what.split()[0]} vs {against.split()[-1]} (dB)"],
+                          [[by_name[c.stream].image, f"{by_name[c.stream].target:.2f}",
+                            "yes" if c.symbols_equal else "NO", c.max_diff if c.max_diff is not None else "-",
+                            fmt_db(c.psnr)] for c in cmp]))
+    diffs = [c.max_diff for c in cmp if c.max_diff is not None]
+    ps = [c.psnr for c in cmp if c.psnr is not None]
+    figures = {f"{key}_streams": len(cmp), f"{key}_symbols_identical": sum(c.symbols_equal for c in cmp),
+               f"{key}_max_recon_diff": max(diffs) if diffs else None,
+               f"{key}_min_psnr_db": fmt_db(min(ps)) if ps else "-"}
+    r.figures.update(figures)
+    return figures
+
+
 def _gpu_part(ctx, r: CheckResult, streams: list, gpus: list[str]) -> None:
     cpu = decode_runs(ctx, streams)[configs_for(ctx)[0].name]
     src = ctx.work / "decode_in"
@@ -224,26 +251,8 @@ def _gpu_part(ctx, r: CheckResult, streams: list, gpus: list[str]) -> None:
         return
     if rep.get("tf32"):
         r.fail("TF32 was enabled in the GPU decode process")
-    names = [s.path.name for s in streams]
-    by_name = {s.path.name: s for s in streams}
-    cmp = compare_runs(cpu, run, names)
-    for c in cmp:
-        s = by_name[c.stream]
-        if c.error:
-            r.fail(c.error, image=s.image, target=s.target)
-        elif not c.symbols_equal:
-            r.fail("GPU parse differs from CPU parse (symbols_sha256_16)", image=s.image, target=s.target)
-        elif c.max_diff > RECON_TOL:
-            r.fail(f"GPU reconstruction max |diff| {c.max_diff} > {RECON_TOL} vs CPU", image=s.image, target=s.target)
-    r.tables.append(Table(f"CPU ({cpu.name}) vs GPU ({rep.get('device_name', '?')}, TF32 off)",
-                          ["image", "target", "symbols identical", "recon max |diff|", "PSNR GPU vs CPU (dB)"],
-                          [[by_name[c.stream].image, f"{by_name[c.stream].target:.2f}",
-                            "yes" if c.symbols_equal else "NO", c.max_diff if c.max_diff is not None else "-",
-                            fmt_db(c.psnr)] for c in cmp]))
-    diffs = [c.max_diff for c in cmp if c.max_diff is not None]
-    ps = [c.psnr for c in cmp if c.psnr is not None]
-    r.figures.update(gpu_streams=len(cmp), gpu_symbols_identical=sum(c.symbols_equal for c in cmp),
-                     gpu_max_recon_diff=max(diffs) if diffs else None, gpu_min_psnr_db=fmt_db(min(ps)) if ps else "-")
+    _compare(r, cpu, run, streams, "GPU", "CPU", f"CPU ({cpu.name}) vs GPU ({rep.get('device_name', '?')}, TF32 off)",
+             "gpu")
 
 
 def _jax_part(ctx, r: CheckResult, streams: list) -> None:
@@ -266,33 +275,13 @@ def _jax_part(ctx, r: CheckResult, streams: list) -> None:
         r.fail("JAX saw a GPU but the decode process used no GPU memory: GPU parity NOT measured")
     if rep.get("matmul_precision") != "highest":
         r.fail(f"JAX matmul precision {rep.get('matmul_precision')!r}: reduced precision (TF32) is not allowed")
-    by_name = {s.path.name: s for s in streams}
-    cmp = compare_runs(cpu, run, [s.path.name for s in streams])
     where = f"JAX on {rep.get('device', '?')} ({rep.get('platform', '?')})"
-    for c in cmp:
-        s = by_name[c.stream]
-        if c.error:
-            r.fail(c.error, image=s.image, target=s.target)
-        elif not c.symbols_equal:
-            r.fail(f"{where} parse differs from the TF CPU parse (symbols_sha256_16)", image=s.image, target=s.target)
-        elif c.max_diff > RECON_TOL:
-            r.fail(f"{where} reconstruction max |diff| {c.max_diff} > {RECON_TOL} vs TF CPU",
-                   image=s.image, target=s.target)
-    r.tables.append(Table(f"TF CPU ({cpu.name}) vs {where}, matmul precision {rep.get('matmul_precision')}",
-                          ["image", "target", "symbols identical", "recon max |diff|", "PSNR JAX vs TF (dB)"],
-                          [[by_name[c.stream].image, f"{by_name[c.stream].target:.2f}",
-                            "yes" if c.symbols_equal else "NO", c.max_diff if c.max_diff is not None else "-",
-                            fmt_db(c.psnr)] for c in cmp]))
-    diffs = [c.max_diff for c in cmp if c.max_diff is not None]
-    ps = [c.psnr for c in cmp if c.psnr is not None]
-    r.figures.update(jax_streams=len(cmp), jax_symbols_identical=sum(c.symbols_equal for c in cmp),
-                     jax_max_recon_diff=max(diffs) if diffs else None, jax_min_psnr_db=fmt_db(min(ps)) if ps else "-",
-                     jax_seconds=round(run.seconds, 1))
+    f = _compare(r, cpu, run, streams, where, "the TF CPU",
+                 f"TF CPU ({cpu.name}) vs {where}, matmul precision {rep.get('matmul_precision')}", "jax")
+    r.figures["jax_seconds"] = round(run.seconds, 1)
     if on_gpu:      # measured on a real GPU: this is the GPU parity the report asks for
-        r.figures.update(gpu=rep.get("device"), gpu_device=rep.get("device"), gpu_streams=len(cmp),
-                         gpu_symbols_identical=sum(c.symbols_equal for c in cmp),
-                         gpu_max_recon_diff=max(diffs) if diffs else None,
-                         gpu_min_psnr_db=fmt_db(min(ps)) if ps else "-", gpu_backend="jax")
+        r.figures.update({k.replace("jax_", "gpu_", 1): v for k, v in f.items()},
+                         gpu=rep.get("device"), gpu_device=rep.get("device"), gpu_backend="jax")
 
 
 def check(ctx, gpus: list[str] | None = None) -> CheckResult:
