@@ -7,6 +7,7 @@ bpp = 8 * bytes / (W * H), so what the search sees is what the challenge measure
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -14,6 +15,34 @@ from models import scale_table as S
 from models.targets import TOLERANCE
 
 DEFAULT_AIM = 0.02
+
+
+# What rate control needs from the encoder side, typed (encoder/encode.py implements it): the search never
+# imports the encoder, and the encoder's models are handed in. A model is named by its slot, the registry
+# entry's `target_index`, which is also what the stream header carries.
+class Analysed(Protocol):
+    """One image analysed by one model: quantise and code at any delta code without re-running g_a."""
+
+    mu_q: np.ndarray
+
+    def code(self, delta_code: int, target_index: int) -> bytes: ...
+
+    def symbols(self, delta_code: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def reconstruct(self, delta_code: int) -> np.ndarray: ...
+
+
+class Analyser(Protocol):
+    def analyse(self, rgb: np.ndarray) -> Analysed: ...
+
+
+class Models(Protocol):
+    """The candidate models in rate order, each able to analyse; also the decoder's model cache, which
+    the parse-back guard (`_Probe.verify`) hands to decoder.decode.parse."""
+
+    def distinct_entries(self) -> list: ...
+
+    def encoder_model(self, entry) -> Analyser: ...
 
 
 @dataclass
@@ -56,7 +85,7 @@ class _Probe:
     """Caches analyses and coded streams for one image across the whole search."""
 
     rgb: np.ndarray
-    models: object
+    models: Models
     entries: list
     analysed: dict = field(default_factory=dict)
     coded: dict = field(default_factory=dict)
@@ -157,7 +186,8 @@ def fit_delta(bpp_at, target: float, aim: float) -> int:
     return hi
 
 
-def search(rgb: np.ndarray, target: float, models, aim: float = DEFAULT_AIM, compare_quality: bool = True) -> Choice:
+def search(rgb: np.ndarray, target: float, models: Models, aim: float = DEFAULT_AIM,
+           compare_quality: bool = True) -> Choice:
     """Best stream within the band; raises Unreachable when there is none."""
     entries = models.distinct_entries()
     if not entries:
