@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from conformance.worker import set_memory_limit
         set_memory_limit(args.mem_limit_gb)
-        from decoder.runtime import configure
+        from models.runtime import configure
         configure()
         seeds = seed_streams(args.registry, args.seeds)
         target = Target(args.registry, Path(args.out), args.timeout)

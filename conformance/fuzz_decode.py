@@ -171,7 +171,7 @@ def run_inprocess(cases, work: Path, max_pixels: int, timeout: float, registry: 
     """Every case through decoder.__main__.main(argv), in this process (the first `warm` golden streams,
     default all, are decoded first so that model loading is not counted against any case's memory)."""
     from conformance import worker
-    from decoder.runtime import configure
+    from models.runtime import configure
     try:
         configure(1)                               # one TF thread: the other core is someone else's
     except RuntimeError:

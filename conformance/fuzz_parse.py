@@ -533,7 +533,7 @@ def _one_per_outcome(kept: Path, sources: list[Path], registry: str | None) -> i
     libFuzzer sees the C++ range coder's verdicts only through 16 hashed branches (_feature), so a merge
     can drop, e.g., the only input that reaches the slice-escape limit; the replay test wants every stage.
     """
-    from decoder.runtime import configure
+    from models.runtime import configure
     try:
         configure(1)
     except RuntimeError:
@@ -606,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.merge_into:
                 merge(Path(args.merge_into), [Path(args.out) / "corpus"], registry=args.registry)
             return rc
-    from decoder.runtime import configure
+    from models.runtime import configure
     configure(1)
     target = ParseTarget(args.registry, args.max_pixels, args.hang_s, max_padded=args.max_padded)
     if args.child:

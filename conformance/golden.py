@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from conformance.checks import golden as G
         from conformance.common import GOLDEN_DIR
-        from decoder.runtime import configure
+        from models.runtime import configure
         configure()
         if args.regenerate:
             from models.weights import load_registry

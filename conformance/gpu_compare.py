@@ -62,7 +62,7 @@ def compare(args: argparse.Namespace) -> tuple[list[dict], dict, str]:
     rep = F.find_report(args.returned)
     decodes = F.read_decodes(args.returned)
     from decoder import decode as D
-    from decoder.runtime import configure
+    from models.runtime import configure
     configure(args.threads)
     models = D.ModelCache(args.registry)
     gpu = {r["name"]: r for r in rep.get("streams", [])}

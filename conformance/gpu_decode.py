@@ -1,6 +1,6 @@
 """`python -m decoder` on the GPU, with proof that the GPU was used (for the parity check).
 
-Runs the decoder's own main() in this process (TF32 off: decoder.runtime and
+Runs the decoder's own main() in this process (TF32 off: models.runtime and
 NVIDIA_TF32_OVERRIDE=0), then prints one JSON line {"gpu_report": {...}} with
 the GPU's peak memory. The parity check claims nothing unless that peak is
 non-zero: a GPU that is visible but unused proves nothing.

@@ -123,7 +123,7 @@ def load_images(images_dir: Path) -> list[SourceImage]:
 
 def encode_all(ctx: Context) -> None:
     """Every image at every target through Encoder.encode; unreachable pairs keep the closest stream."""
-    from decoder.pngio import write_bytes_atomic
+    from models.pngio import write_bytes_atomic
     from models.targets import rate_code
     from rate_control.search import Unreachable
     ctx.streams_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +167,7 @@ def run(opts: Options, streams: list[StreamRec] | None = None) -> tuple[list[Che
     `streams` are already-written streams (a submission package's): they are
     checked as they are instead of being encoded again.
     """
-    from decoder.runtime import configure
+    from models.runtime import configure
     from models.targets import TARGETS
     from models.weights import load_registry, registry_path
     t0 = time.perf_counter()

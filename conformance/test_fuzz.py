@@ -43,7 +43,7 @@ from conformance import fuzz_parse as FP  # noqa: E402
 @pytest.fixture(scope="module")
 def parse_target():
     """The harness on the shipped models (the corpus was found with them); every model loaded once."""
-    from decoder.runtime import configure
+    from models.runtime import configure
     configure()
     return FP.ParseTarget()
 

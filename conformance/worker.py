@@ -115,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     fn = load_callable(args.decoder_main)
     if args.warm:
-        from decoder.runtime import configure
+        from models.runtime import configure
         configure()
         import decoder.decode  # noqa: F401
-        import decoder.pngio  # noqa: F401
+        import models.pngio  # noqa: F401
         if not args.no_share_models:
             _share_models()
     signal.signal(signal.SIGALRM, _alarm)

@@ -41,7 +41,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def _decode_one(src: Path, dst: Path, models, limits, info: bool) -> None:
     from decoder import decode as D
-    from decoder.pngio import write_png_atomic
+    from models.pngio import write_png_atomic
     t0 = time.perf_counter()
     data = D.read_stream(src, limits)
     parsed = D.parse(data, models, limits)
@@ -60,13 +60,13 @@ def _decode_one(src: Path, dst: Path, models, limits, info: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: exit 0 only if every stream decoded; errors are one line."""
     args = _args(argv)
-    from decoder.cli import one_line_errors
+    from models.cli import one_line_errors
     return one_line_errors(PROG, lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
     # Input and destination are checked before TensorFlow loads and before any decoding (issue 17, item 3).
-    from decoder.pngio import check_writable, ensure_output_dir
+    from models.pngio import check_writable, ensure_output_dir
     if args.dir:
         src_dir = Path(args.input)
         if not src_dir.is_dir():
@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         if not streams[0].is_file():
             raise FileNotFoundError(f"{args.input}: no such file")
         check_writable(args.output)
-    from decoder.runtime import configure
+    from models.runtime import configure
     configure(args.threads)
     from decoder import decode as D
     limits = D.Limits(max_pixels=args.max_pixels)

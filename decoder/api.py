@@ -10,7 +10,7 @@ _cache: dict[str, _d.ModelCache] = {}
 
 
 def decode_bytes(data: bytes, registry: str | None = None) -> np.ndarray:
-    from decoder.runtime import configure
+    from models.runtime import configure
     key = str(registry)
     if key not in _cache:
         configure()

@@ -72,7 +72,7 @@ def _describe(c, name: str) -> str:
 
 
 def _single(args: argparse.Namespace, encoder, rgb) -> int:
-    from decoder.pngio import write_bytes_atomic
+    from models.pngio import write_bytes_atomic
     from rate_control.search import Unreachable, search
     target = parse_target(args.target)
     out = Path(args.output)
@@ -94,8 +94,8 @@ def _single(args: argparse.Namespace, encoder, rgb) -> int:
 def _batch(args: argparse.Namespace, encoder, images: list[Path], out: Path) -> int:
     from tqdm import tqdm
 
-    from decoder.pngio import write_bytes_atomic
     from encoder.imageio import InputError, load_rgb8
+    from models.pngio import write_bytes_atomic
     from models.targets import rate_code
     from rate_control.search import Unreachable, search
     targets = parse_targets(args.targets)
@@ -142,7 +142,7 @@ def _batch(args: argparse.Namespace, encoder, images: list[Path], out: Path) -> 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: exit 0 only if every stream is within the band; errors are one line."""
     args = _args(argv)
-    from decoder.cli import one_line_errors
+    from models.cli import one_line_errors
     return one_line_errors(PROG, lambda: _run(args))
 
 
@@ -153,8 +153,8 @@ def _run(args: argparse.Namespace) -> int:
     if not 0 <= args.aim < TOLERANCE:
         raise UsageError(f"--aim must be in [0, {TOLERANCE:g})")
     # Everything about the input and the destination is checked before TensorFlow and the models load.
-    from decoder.pngio import check_writable, ensure_output_dir
     from encoder.imageio import image_paths, load_rgb8
+    from models.pngio import check_writable, ensure_output_dir
     if batch:
         parse_targets(args.targets)
         if not args.out:
@@ -165,8 +165,8 @@ def _run(args: argparse.Namespace) -> int:
         parse_target(args.target)
         check_writable(args.output)
         rgb = load_rgb8(args.input, args.flatten_alpha)
-    from decoder.runtime import configure
     from encoder.api import Encoder
+    from models.runtime import configure
     configure(args.threads)
     enc = Encoder(args.registry, args.aim)
     return _batch(args, enc, images, out) if batch else _single(args, enc, rgb)

@@ -11,8 +11,8 @@ class Encoder:
     """Holds the model cache so that batch work pays TensorFlow start-up once."""
 
     def __init__(self, registry: str | None = None, aim: float = DEFAULT_AIM):
-        from decoder.runtime import configure
         from encoder.encode import EncoderModels
+        from models.runtime import configure
         configure()
         self.models = EncoderModels(registry)
         self.aim = aim

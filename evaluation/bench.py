@@ -474,7 +474,7 @@ def cli_startup(stream: Path, registry: Path, runs: int, work: Path) -> dict:
     """What a user's decode costs: whole `decoder/decode.sh STREAM OUT.png` calls vs bare
     `python -c "import tensorflow"` calls, interleaved so all see the same machine at the same moment.
 
-    A third call imports TensorFlow as the decoder does (decoder.runtime.import_tensorflow: without the
+    A third call imports TensorFlow as the decoder does (models.runtime.import_tensorflow: without the
     JAX import TensorFlow makes on the side when jax is installed), so the report can tell the decode's
     own cost from what skipping JAX saves. All run the same interpreter: decode.sh's own (.venv) when
     this is it, else this one through $RATELOCK_PYTHON. Wall seconds per call (perf_counter around the
@@ -488,7 +488,7 @@ def cli_startup(stream: Path, registry: Path, runs: int, work: Path) -> dict:
     out = work / "cli_startup.png"
     cmds = {"import_tensorflow": [sys.executable, "-c", "import tensorflow"],
             "import_tensorflow_as_decoder": [sys.executable, "-c",
-                                             "from decoder.runtime import import_tensorflow; import_tensorflow()"],
+                                             "from models.runtime import import_tensorflow; import_tensorflow()"],
             "decode_sh": ["bash", str(ROOT / "decoder" / "decode.sh"), str(stream), str(out),
                           "--registry", str(registry)]}
     wall: dict[str, list[float]] = {k: [] for k in cmds}

@@ -177,7 +177,7 @@ def _stage_medians(per_run: list[dict[str, float]]) -> dict[str, float]:
 def _import_tf(res: dict, decoder: bool = False) -> None:
     """numpy, TensorFlow and (encoder only) tensorflow_compression, each timed.
 
-    The decoder imports TensorFlow as the decoder does (decoder.runtime.import_tensorflow: without
+    The decoder imports TensorFlow as the decoder does (models.runtime.import_tensorflow: without
     the JAX import TensorFlow makes on the side) and never the tensorflow_compression package: its
     range coder ops are loaded from tfc's op library alone (models.coding._ops).
     """
@@ -186,7 +186,7 @@ def _import_tf(res: dict, decoder: bool = False) -> None:
     res["imports"]["numpy"] = _now() - t
     t = _now()
     if decoder:
-        from decoder.runtime import import_tensorflow
+        from models.runtime import import_tensorflow
         import_tensorflow()
     else:
         import tensorflow  # noqa: F401
@@ -216,7 +216,7 @@ def _load_counter(res: dict) -> None:
 def _decoder_ready(spec: dict, res: dict):
     _import_tf(res, decoder=True)
     t = _now()
-    from decoder.runtime import configure
+    from models.runtime import configure
     configure(int(spec.get("threads", 0)))
     from decoder import decode as D
     from decoder.bitstream import parse_header

@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from decoder.decode import decode_bytes
-    from decoder.runtime import configure
     from encoder.encode import EncoderModels
     from encoder.imageio import load_rgb8
     from evaluation.metrics import psnr_rgb
+    from models.runtime import configure
     from models.targets import TARGETS
     from rate_control.search import search
     configure()

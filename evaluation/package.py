@@ -124,9 +124,9 @@ def build(images_dir: Path, team: str, out: Path, targets: list[float], registry
     from tqdm import tqdm
 
     from decoder.api import decode_bytes
-    from decoder.pngio import write_bytes_atomic, write_png_atomic
     from encoder.api import Encoder
     from encoder.imageio import image_paths, load_rgb8
+    from models.pngio import write_bytes_atomic, write_png_atomic
     from models.targets import within_band
     from models.weights import registry_path
     if not TEAM_RE.match(team):

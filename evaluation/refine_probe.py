@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=0.005, help="Adam step size, in quantiser steps")
     args = p.parse_args(argv)
 
-    from decoder.runtime import configure
+    from models.runtime import configure
     configure()
     from encoder.encode import EncoderModels
     from encoder.imageio import load_rgb8

@@ -54,8 +54,8 @@ def registry(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def models(registry):
-    from decoder.runtime import configure
     from encoder.encode import EncoderModels
+    from models.runtime import configure
     configure()
     return EncoderModels(str(registry))
 

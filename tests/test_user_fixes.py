@@ -273,7 +273,7 @@ def _refused_for(line: str, user_path: Path) -> None:
 
 
 def test_write_atomic_names_the_users_path(locked_dir: Path) -> None:
-    from decoder.pngio import write_bytes_atomic, write_png_atomic
+    from models.pngio import write_bytes_atomic, write_png_atomic
     for write, arg in ((write_bytes_atomic, b"x"), (write_png_atomic, np.zeros((2, 2, 3), np.uint8))):
         with pytest.raises(OSError) as e:
             write(locked_dir / "o.out", arg)

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "MODEL_CARD.md"), help="card to write")
     p.add_argument("--limit", type=int, default=0, help="use only the first N Kodak images (0 = all)")
     args = p.parse_args(argv)
-    from decoder.runtime import configure
+    from models.runtime import configure
     configure()
     from models.targets import TARGETS
     from models.weights import load_registry

@@ -348,10 +348,10 @@ def coded(args) -> dict:
     are the best of 3 per image, median over images.
     """
     from decoder.decode import ModelCache, decode_bytes
-    from decoder.runtime import configure
     from encoder.encode import EncoderModels
     from encoder.imageio import load_rgb8
     from evaluation.metrics import psnr_from_mse
+    from models.runtime import configure
     from training.export import export, export_v3, register
     configure()
     out = Path(args.out_dir)

@@ -71,8 +71,8 @@ def generate(registry_arg: str | None, out_dir: str | os.PathLike = GOLDEN_DIR, 
     """Encode the crops with the registry's models, decode them, write streams and expected.json."""
     from conformance.checks.determinism import decode_in_process
     from decoder import decode as D
-    from decoder.pngio import write_bytes_atomic
     from encoder.api import Encoder
+    from models.pngio import write_bytes_atomic
     from models.targets import rate_code
     from rate_control.search import Unreachable
     out, kodak_dir = Path(out_dir), Path(kodak_dir)
