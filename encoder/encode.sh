@@ -1,24 +1,7 @@
 #!/usr/bin/env bash
 # encoder/encode.sh in.png TARGET_BPP out.bit   (extra flags pass through to `python -m encoder`)
-# Runs the project's .venv interpreter, or $RATELOCK_PYTHON when set. No silent fallback to
-# another python3: that only fails later with "No module named 'tensorflow'" (issue 17, item 4).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-me="encoder/encode.sh"
-if [ -n "${RATELOCK_PYTHON:-}" ]; then
-  py="$RATELOCK_PYTHON"
-  if ! command -v "$py" >/dev/null 2>&1; then
-    echo "$me: RATELOCK_PYTHON=$py is not an executable; unset it to use $root/.venv" >&2; exit 3
-  fi
-else
-  py="$root/.venv/bin/python"
-  if ! "$py" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("tensorflow") is None)' >/dev/null 2>&1; then
-    if [ ! -e "$root/.venv" ]; then why="no $root/.venv"; fix="make install"
-    elif [ ! -e "$py" ]; then why="$py is missing"; fix="rm -rf .venv && make install"
-    else why="$py cannot run or lacks tensorflow"; fix="rm -rf .venv && make install"; fi
-    echo "$me: $why: run '$fix' in $root (or set RATELOCK_PYTHON to a Python with requirements.txt installed)" >&2
-    exit 3
-  fi
-fi
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
+me="encoder/encode.sh" reqs="requirements.txt"
+source "$root/models/python.sh"   # sets $py (or exits 3 with one line) and PYTHONPATH
 exec "$py" -m encoder "$@"

@@ -309,6 +309,8 @@ def _fake_checkout(tmp_path: Path, script: str) -> Path:
     root = tmp_path / "checkout"
     (root / Path(script).parent).mkdir(parents=True)
     shutil.copy2(ROOT / script, root / script)
+    (root / "models").mkdir(exist_ok=True)
+    shutil.copy2(ROOT / "models" / "python.sh", root / "models" / "python.sh")   # both scripts source it
     return root
 
 
