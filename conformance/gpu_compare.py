@@ -154,18 +154,15 @@ def markdown(rows: list[dict], rep: dict, max_diff: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from models.cli import one_line_errors
     args = _args(argv)
+    return one_line_errors(PROG, lambda: _main(args), status=2)
+
+
+def _main(args) -> int:
     if not Path(args.returned).is_dir():
-        print(f"{PROG}: error: {args.returned}: no such folder", file=sys.stderr)
-        return 2
-    try:
-        rows, rep, md = compare(args)
-    except F.PackError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as e:
-        print(f"{PROG}: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"{args.returned}: no such folder")
+    rows, rep, md = compare(args)
     print(md)
     Path(args.md).parent.mkdir(parents=True, exist_ok=True)
     Path(args.md).write_text(md)

@@ -218,15 +218,13 @@ def build(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from models.cli import one_line_errors
     args = _args(argv)
-    try:
-        m = build(args)
-    except F.PackError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as e:
-        print(f"{PROG}: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
+    return one_line_errors(PROG, lambda: _main(args), status=2)
+
+
+def _main(args) -> int:
+    m = build(args)
     print(f"wrote {args.out} ({m['size_bytes'] / F.MiB:.1f} MiB): carry it to the device "
           f"(conformance/README.md, 'GPU parity on the lent accelerator')")
     return 0

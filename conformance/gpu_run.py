@@ -135,12 +135,13 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from models.cli import one_line_errors
     args = _args(argv)
-    try:
-        rep = run(args)
-    except F.PackError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    return one_line_errors(PROG, lambda: _main(args), status=2)
+
+
+def _main(args) -> int:
+    rep = run(args)
     bad = [r["name"] for r in rep["streams"] if "error" in r or not r.get("payload_ok") or not r.get("y_hat_ok")]
     print(f"{len(rep['streams']) - len(bad)}/{len(rep['streams'])} streams synthesised from verified inputs; "
           f"peak device memory {rep['peak_bytes'] / F.MiB:.0f} MiB; report {Path(args.out) / F.REPORT}", flush=True)

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable
 
 
-def one_line_errors(prog: str, body: Callable[[], int]) -> int:
-    """Run a CLI body; any exception becomes `prog: error: <first line>` and exit 1.
+def one_line_errors(prog: str, body: Callable[[], int], status: int = 1) -> int:
+    """Run a CLI body; any exception becomes `prog: error: <first line>` and exit `status` (1 by default).
 
     Set RATELOCK_DEBUG=1 to get the traceback instead.
     """
@@ -22,4 +22,4 @@ def one_line_errors(prog: str, body: Callable[[], int]) -> int:
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"{prog}: error: {msg}", file=sys.stderr)
-        return 1
+        return status

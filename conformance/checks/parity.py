@@ -236,12 +236,18 @@ def _compare(r: CheckResult, ref, run, streams: list, what: str, against: str, t
     return figures
 
 
-def _gpu_part(ctx, r: CheckResult, streams: list, gpus: list[str]) -> None:
+def _reference_and_other(ctx, streams: list, name: str, module: str):
+    """The reference CPU decode, and a decode of the same streams by `python -m module` with the GPU visible
+    and TF32 off: the two runs every parity comparison needs."""
     cpu = decode_runs(ctx, streams)[configs_for(ctx)[0].name]
-    src = ctx.work / "decode_in"
-    gpu_cfg = RuntimeConfig("gpu", 0, {"NVIDIA_TF32_OVERRIDE": "0"})
-    run = run_decoder_batch(src, ctx.work / "decoded_gpu", ctx.opts.registry, gpu_cfg,
-                            timeout=180 + 30 * len(streams), module=("-m", "conformance.gpu_decode"), cpu_only=False)
+    cfg = RuntimeConfig(name, 0, {"NVIDIA_TF32_OVERRIDE": "0"})
+    run = run_decoder_batch(ctx.work / "decode_in", ctx.work / f"decoded_{name}", ctx.opts.registry, cfg,
+                            timeout=180 + 30 * len(streams), module=("-m", module), cpu_only=False)
+    return cpu, run
+
+
+def _gpu_part(ctx, r: CheckResult, streams: list, gpus: list[str]) -> None:
+    cpu, run = _reference_and_other(ctx, streams, "gpu", "conformance.gpu_decode")
     rep = run.meta.get("gpu_report") or {}
     r.figures.update(gpu=", ".join(gpus), gpu_device=rep.get("device_name", "?"),
                      gpu_peak_bytes=rep.get("peak_bytes"), tf32_enabled=rep.get("tf32"))
@@ -258,11 +264,7 @@ def _gpu_part(ctx, r: CheckResult, streams: list, gpus: list[str]) -> None:
 def _jax_part(ctx, r: CheckResult, streams: list) -> None:
     """The decoder's JAX synthesis backend (decoder/jax_synthesis.py) against the TF CPU decode, on the device
     JAX finds: a GPU where there is one (the lent accelerator has JAX but no TensorFlow), else the CPU."""
-    cpu = decode_runs(ctx, streams)[configs_for(ctx)[0].name]
-    src = ctx.work / "decode_in"
-    cfg = RuntimeConfig("jax", 0, {"NVIDIA_TF32_OVERRIDE": "0"})
-    run = run_decoder_batch(src, ctx.work / "decoded_jax", ctx.opts.registry, cfg,
-                            timeout=180 + 30 * len(streams), module=("-m", "conformance.jax_decode"), cpu_only=False)
+    cpu, run = _reference_and_other(ctx, streams, "jax", "conformance.jax_decode")
     rep = run.meta.get("jax_report") or {}
     on_gpu = rep.get("platform") == "gpu" and bool(rep.get("peak_bytes"))
     r.figures.update(jax_platform=rep.get("platform", "?"), jax_device=rep.get("device", "?"), jax=rep.get("jax"),
