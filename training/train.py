@@ -125,7 +125,7 @@ class Trainer:
 
         self.step = jax.jit(step_fn, donate_argnums=(0, 1))
         self.evaluate = jax.jit(lambda p, x: {k: v for k, v in forward(p, x).items() if k != "x_hat"})
-        self.reconstruct = jax.jit(lambda p, x: forward(p, x))
+        self._evaluators: dict[tuple, object] = {}     # shape -> executable compiled before the clock
 
     def _global(self, a: np.ndarray):
         """A replicated global array from host data (every process holds the same)."""
@@ -148,14 +148,15 @@ class Trainer:
         args = (params, opt_state, self.pool, jnp.int32(0), jnp.float32(1.0), jnp.float32(1.0))
         self.step = self.step.lower(*args).compile()
         for shape in sorted(set(eval_shapes)):
-            self.evaluate.lower(params, jax.ShapeDtypeStruct(shape, jnp.float32)).compile()
+            self._evaluators[shape] = self.evaluate.lower(params, jax.ShapeDtypeStruct(shape, jnp.float32)).compile()
         return time.time() - t
 
     def estimate(self, params, images: list[np.ndarray]) -> tuple[list[float], list[float]]:
         """Per-image estimated bpp (rounded latents' likelihoods) and PSNR-RGB of the float reconstruction."""
         bpp, psnr = [], []
         for img in images:
-            out = self.evaluate(params, img[None].astype(np.float32) / 255.0)
+            x = img[None].astype(np.float32) / 255.0
+            out = self._evaluators.get(x.shape, self.evaluate)(params, x)   # AOT executables are not in jit's cache
             bpp.append(float(out["bpp"]))
             psnr.append(psnr_from_mse(float(out["mse"])))
         return bpp, psnr
