@@ -116,7 +116,8 @@ def import_run(src: Path, name: str, runs_dir: Path, state_dir: Path) -> str:
     shutil.copytree(src / "ckpt", dst / "ckpt")
     for extra in ("curve.csv", "train.log"):
         if (src / extra).is_file():
-            (dst / f"device-{extra}").open("a").write((src / extra).read_text())
+            with (dst / f"device-{extra}").open("a") as f:       # every device trip appends its curve and log
+                f.write((src / extra).read_text())
     keep = {k: v for k, v in meta.items() if k not in ("step", "config", "shards", "opt_leaves", "opt_bf16")}
     state.save(params, meta["step"], Path(state_dir) / f"{name}.npz", meta["config"], keep)
     run = meta.get("runs", [{}])[-1]
