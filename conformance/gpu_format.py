@@ -4,7 +4,7 @@ Why a pack: the lent accelerator has JAX but no TensorFlow, and the range decode
 custom op, so the parse cannot run there. The parse runs here; the pack carries its integer
 results (symbols and mu_q, or v3's y_hat_q) and the synthesis weights (fp16, as in the
 .dec.npz); the device rebuilds y_hat with the decoder's own float32 formula
-(decoder.decode.dequantize_symbols / models.charm.y_hat_float, both free of TensorFlow) and
+(models.scale_table.dequantize / models.charm.y_hat_float, both free of TensorFlow) and
 runs only the float synthesis. Hashes of the carried integers and of the rebuilt y_hat travel
 too, so the device proves it synthesised from exactly what the CPU parse produced.
 
@@ -63,8 +63,8 @@ def y_hat(arrays: dict[str, np.ndarray], delta_code: int) -> np.ndarray:
     if "y_hat_q" in arrays:                                   # bitstream v3: fixed-point latents
         from models.charm import y_hat_float
         return y_hat_float(arrays["y_hat_q"].astype(np.int64))
-    from decoder.decode import dequantize_symbols  # v2: s * delta + mu
-    return dequantize_symbols(arrays["symbols"].astype(np.int32), arrays["mu_q"].astype(np.int32), delta_code)
+    from models.scale_table import dequantize  # v2: s * delta + mu
+    return dequantize(arrays["symbols"].astype(np.int32), arrays["mu_q"].astype(np.int32), delta_code)
 
 
 def payload(arrays: dict[str, np.ndarray]) -> str:

@@ -6,7 +6,7 @@ Runs where there is no TensorFlow (the lent H200: Python 3.12, numpy 2, jax 0.11
 none: the parse already ran on the CPU (conformance.gpu_pack), and this rebuilds y_hat from the
 carried integers with the decoder's formula, checks the hashes of those integers and of y_hat
 against the pack's, and synthesises with decoder.jax_synthesis.JaxSynthesis, tiled exactly as
-decoder.decode.synthesize (imported: decoder.decode loads no TensorFlow), full fp32 (no TF32).
+models.synthesis.synthesize (imported: it loads no TensorFlow), full fp32 (no TF32).
 
 Per stream, one untimed run compiles every tile shape, then --repeat timed runs (dequantise +
 synthesis + rounding to uint8; the parse is not timed, it did not run here). Written as it goes
@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> dict:
     configure()                                         # before JAX initialises: full fp32, no TF32
     import jax
 
-    from decoder.decode import synthesize, to_uint8
     from decoder.jax_synthesis import JaxSynthesis
+    from models.synthesis import synthesize, to_uint8
 
     pack = Path(args.pack)
     manifest = F.load_manifest(pack)

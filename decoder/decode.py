@@ -19,13 +19,8 @@ from models import charm as CH
 from models import scale_table as S
 from models.coding import CorruptStream
 from models.coding import decode as range_decode
-from models.synthesis import Y_STRIDE, Z_STRIDE
-
-# Synthesis runs on tiles of this many latents (1024 px) with a halo wide enough
-# that tiles join without seams (tests/test_tiling.py checks max |diff| <= 1).
-TILE_LATENTS = 64
-HALO_LATENTS = 6
-
+from models.synthesis import HALO_LATENTS, TILE_LATENTS, Y_STRIDE, Z_STRIDE, synthesize, to_uint8
+from models.weights import DecoderModel, Entry, ModelStore
 
 BACKENDS = ("tf", "jax")
 
@@ -61,48 +56,51 @@ def estimated_peak_bytes(width: int, height: int, num_filters: int = 128) -> int
     return 40 * width * height + 4 * (side // 2) ** 2 * num_filters * 4
 
 
-class ModelCache:
-    """Loads a model only when a stream needs it, once per process.
+class ModelCache(ModelStore):
+    """The decoder's model store: loads a model only when a stream needs it, once per process.
 
     backend 'tf' (default) synthesises with TensorFlow; 'jax' with decoder/jax_synthesis.py on whatever
     device JAX finds (issue 19). The parse is the same integer path either way.
     """
 
     def __init__(self, registry: str | os.PathLike | None = None, backend: str = "tf"):
-        from models.weights import load_registry
         if backend not in BACKENDS:
             raise DecodeError(f"unknown synthesis backend {backend!r}; choose from {', '.join(BACKENDS)}")
-        self.registry = load_registry(registry)
+        super().__init__(registry)
         self.backend = backend
-        self._models: dict[int, object] = {}
-        self._slices: dict[str, object] = {}
 
-    def get(self, header: Header):
-        try:
-            entry = self.registry.by_target(header.target_index)
-        except KeyError:
-            raise DecodeError(f"stream needs model for target index {header.target_index}, "
-                              f"which {self.registry.path} does not list") from None
-        if entry.hash16 != header.model_hash16:
-            raise DecodeError(f"stream was made with model {header.model_hash16:04x}, but the registry's model "
-                              f"for this target is {entry.hash[:4]} ({entry.name}): wrong weights")
-        if header.target_index not in self._models:
-            from models.weights import load_decoder_model
-            model = load_decoder_model(entry)
-            if self.backend == "jax":
-                from decoder.jax_synthesis import JaxSynthesis
-                model.synthesis = JaxSynthesis(model.synthesis.get_weights(), model.widths["num_filters"],
-                                               model.widths["latent_channels"])
-            self._models[header.target_index] = model
-        return self._models[header.target_index]
+    def _load(self, entry: Entry) -> DecoderModel:
+        model = super()._load(entry)
+        if self.backend == "jax":
+            from decoder.jax_synthesis import JaxSynthesis
+            model.synthesis = JaxSynthesis(model.synthesis.get_weights(), model.widths["num_filters"],
+                                           model.widths["latent_channels"])
+        return model
+
+    def get(self, header: Header) -> DecoderModel:
+        return model_for(header, self)
 
     def slices(self, header: Header):
         """The model's integer slice networks (bitstream v3, models/charm.py), or None for a v2 model."""
-        self.get(header)                    # checks the hash and loads the model first
-        entry = self.registry.by_target(header.target_index)
-        if entry.hash not in self._slices:
-            self._slices[entry.hash] = CH.load_from_model(entry.dec_path)
-        return self._slices[entry.hash]
+        return self.slice_nets(entry_for(header, self))
+
+
+def entry_for(header: Header, models: ModelStore) -> Entry:
+    """The registry entry a stream names, checked against the stream's model hash."""
+    try:
+        entry = models.registry.by_target(header.target_index)
+    except KeyError:
+        raise DecodeError(f"stream needs model for target index {header.target_index}, "
+                          f"which {models.registry.path} does not list") from None
+    if entry.hash16 != header.model_hash16:
+        raise DecodeError(f"stream was made with model {header.model_hash16:04x}, but the registry's model "
+                          f"for this target is {entry.hash[:4]} ({entry.name}): wrong weights")
+    return entry
+
+
+def model_for(header: Header, models: ModelStore) -> DecoderModel:
+    """The decoder model of a stream from any store (the decoder's cache, or the encoder's when it verifies)."""
+    return models.decoder_model(entry_for(header, models))
 
 
 @dataclass
@@ -123,7 +121,7 @@ class Parsed:
         return h.hexdigest()[:16]
 
 
-def parse(data: bytes, models: ModelCache, limits: Limits = Limits()) -> Parsed:
+def parse(data: bytes, models: ModelStore, limits: Limits = Limits()) -> Parsed:
     if len(data) > limits.max_bytes:
         raise DecodeError(f"stream of {len(data)} bytes exceeds the {limits.max_bytes} byte limit")
     try:
@@ -132,8 +130,8 @@ def parse(data: bytes, models: ModelCache, limits: Limits = Limits()) -> Parsed:
         stream = unpack(data)
     except BitstreamError as e:
         raise DecodeError(str(e)) from None
-    model = models.get(header)
-    slices = models.slices(header)
+    entry = entry_for(header, models)
+    model, slices = models.decoder_model(entry), models.slice_nets(entry)
     if (header.version == 3) != (slices is not None):
         raise DecodeError(f"stream is bitstream version {header.version}, but the registry's model for this "
                           f"target writes version {3 if slices is not None else 2}")
@@ -157,64 +155,17 @@ def parse(data: bytes, models: ModelCache, limits: Limits = Limits()) -> Parsed:
     return Parsed(header, z_hat, mu_q, idx, symbols)
 
 
-def dequantize_symbols(symbols: np.ndarray, mu_q: np.ndarray, delta_code: int) -> np.ndarray:
-    """y_hat = s * delta + mu; shared with the encoder so its reconstruction is the decoder's."""
-    mu = mu_q.astype(np.float32) / np.float32(1 << S.Q)
-    # A crafted stream can carry huge overflow-coded symbols; clamp so the float stage stays finite.
-    s = np.clip(symbols, -(1 << 15), 1 << 15).astype(np.float32)
-    return s * np.float32(S.delta(delta_code)) + mu
-
-
 def dequantize(parsed: Parsed) -> np.ndarray:
     if parsed.y_hat_q is not None:          # v3: the slice loop's fixed-point latents
         return CH.y_hat_float(parsed.y_hat_q)
-    return dequantize_symbols(parsed.symbols, parsed.mu_q, parsed.header.delta_code)
-
-
-def _synth_fn(synthesis):
-    """The synthesis as a function of a numpy y_hat, run eagerly: it is plain TF ops (models.synthesis),
-    so there is no Keras model to build and no graph to trace (issue 17, item 7: ~0.2 s of CPU per
-    process). Eager and traced runs of these ops give the same float32 output bit for bit
-    (tests/test_synthesis.py), as the Keras model's tf.function did (golden streams: same PNG bytes)."""
-    if getattr(synthesis, "backend", "tf") == "jax":
-        return synthesis                       # decoder/jax_synthesis.JaxSynthesis: numpy in, numpy out
-    import tensorflow as tf
-    return lambda y: synthesis(tf.convert_to_tensor(y, tf.float32))
-
-
-def synthesize(synthesis, y_hat: np.ndarray, tile: int = TILE_LATENTS, halo: int = HALO_LATENTS) -> np.ndarray:
-    """y_hat (h, w, M) -> image (16h, 16w, 3) float in 0..1, tiled so memory is bounded."""
-    fn = _synth_fn(synthesis)
-    h, w, _ = y_hat.shape
-    if h <= tile + halo and w <= tile + halo:
-        return np.asarray(fn(y_hat[None])[0])
-    out = np.empty((h * Y_STRIDE, w * Y_STRIDE, 3), np.float32)
-    for ty in range(0, h, tile):
-        for tx in range(0, w, tile):
-            y0, x0 = max(ty - halo, 0), max(tx - halo, 0)
-            y1, x1 = min(ty + tile + halo, h), min(tx + tile + halo, w)
-            part = np.asarray(fn(y_hat[None, y0:y1, x0:x1])[0])
-            oy, ox = (ty - y0) * Y_STRIDE, (tx - x0) * Y_STRIDE
-            th, tw = (min(ty + tile, h) - ty) * Y_STRIDE, (min(tx + tile, w) - tx) * Y_STRIDE
-            out[ty * Y_STRIDE:ty * Y_STRIDE + th, tx * Y_STRIDE:tx * Y_STRIDE + tw] = part[oy:oy + th, ox:ox + tw]
-    return out
-
-
-def to_uint8(x: np.ndarray, width: int, height: int, band: int = 256) -> np.ndarray:
-    """Crop and round to 8 bits, in row bands so no full-size float temporaries exist (-1 GB at 8K)."""
-    x = x[:height, :width]
-    out = np.empty(x.shape, np.uint8)
-    for r in range(0, x.shape[0], band):
-        b = np.nan_to_num(x[r:r + band], nan=0.0, posinf=1.0, neginf=0.0)
-        out[r:r + band] = np.clip(np.round(b * 255.0), 0, 255)
-    return out
+    return S.dequantize(parsed.symbols, parsed.mu_q, parsed.header.delta_code)
 
 
 def decode_bytes(data: bytes, models: ModelCache | None = None, limits: Limits = Limits()) -> np.ndarray:
     """Stream bytes -> HxWx3 uint8 RGB."""
     models = models or ModelCache()
     parsed = parse(data, models, limits)
-    model = models.get(parsed.header)
+    model = model_for(parsed.header, models)
     x = synthesize(model.synthesis, dequantize(parsed))
     return to_uint8(x, parsed.header.width, parsed.header.height)
 

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from decoder import bitstream as B
-from decoder.decode import ModelCache, dequantize_symbols, synthesize, to_uint8
 from models import charm as CH
 from models import coding
 from models import scale_table as S
 from models.intnet import Z_MAX
-from models.transforms import Y_STRIDE, Z_STRIDE
-from models.weights import Entry, load_encoder_transforms
+from models.synthesis import Y_STRIDE, Z_STRIDE, synthesize, to_uint8
+from models.weights import DecoderModel, Entry, ModelStore, load_encoder_transforms
 
 # The analysis runs on tiles of this many pixels (multiples of 64) with a halo of
 # 64 px (4 latents) -- wider than its receptive field (+-30 px) -- so memory is
@@ -39,12 +38,12 @@ def pad_to_multiple(rgb: np.ndarray, multiple: int = Z_STRIDE) -> np.ndarray:
 class EncoderModel:
     """Decoder model + the encoder-only transforms; analysis runs as one tf.function."""
 
-    def __init__(self, entry: Entry, decoder_model):
+    def __init__(self, entry: Entry, decoder_model: DecoderModel, slices=None):
         import tensorflow as tf
         self.entry = entry
         self.dec = decoder_model
         self.analysis, self.hyper_analysis = load_encoder_transforms(entry)
-        self.slices = CH.load_from_model(entry.dec_path)     # bitstream v3's slice networks, or None (v2)
+        self.slices = slices                  # bitstream v3's slice networks (models.charm.IntCharm), or None (v2)
 
         spec = [tf.TensorSpec([1, None, None, None], tf.float32)]
         self._g_a = tf.function(lambda x: self.analysis(x), input_signature=spec)
@@ -121,12 +120,13 @@ class Analysed:
             y_hat = CH.y_hat_float(self.sliced(delta_code).y_hat_q)
             return to_uint8(synthesize(self.model.dec.synthesis, y_hat), self.width, self.height)
         s, _ = self.symbols(delta_code)
-        y_hat = dequantize_symbols(s, self.mu_q, delta_code)
+        y_hat = S.dequantize(s, self.mu_q, delta_code)
         return to_uint8(synthesize(self.model.dec.synthesis, y_hat), self.width, self.height)
 
 
-class EncoderModels(ModelCache):
-    """Model cache for the encoder: loads a model (both halves) only when the search needs it."""
+class EncoderModels(ModelStore):
+    """The encoder's model set: loads a model (both halves) only when the search needs it. Its decoder
+    halves are the ones rate_control's verifying parse uses, so each file loads once."""
 
     def __init__(self, registry=None):
         super().__init__(registry)
@@ -134,8 +134,7 @@ class EncoderModels(ModelCache):
 
     def encoder_model(self, entry: Entry) -> EncoderModel:
         if entry.hash not in self._enc:
-            from models.weights import load_decoder_model
-            self._enc[entry.hash] = EncoderModel(entry, load_decoder_model(entry))
+            self._enc[entry.hash] = EncoderModel(entry, self.decoder_model(entry), self.slice_nets(entry))
         return self._enc[entry.hash]
 
     def distinct_entries(self) -> list[Entry]:

@@ -28,9 +28,9 @@ def _row_clip(table, symbols: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def v1_reconstruction(em, rgb: np.ndarray, code: int) -> tuple[np.ndarray, float]:
     """(v1 reconstruction, fraction of y symbols v2 escapes) for one model and Δ code."""
-    from decoder.decode import dequantize_symbols, synthesize, to_uint8
     from models import scale_table as S
     from models.intnet import Z_MAX
+    from models.synthesis import synthesize, to_uint8
     y = em.transform(rgb)
     z = em._h_a(y[None])[0].numpy()
     z_idx = np.broadcast_to(np.arange(z.shape[-1], dtype=np.int32), z.shape)
@@ -40,7 +40,7 @@ def v1_reconstruction(em, rgb: np.ndarray, code: int) -> tuple[np.ndarray, float
     idx = S.scale_index(log2_sigma_q, code)
     clipped = _row_clip(em.dec.y_table, s, idx)
     escaped = float(np.mean(em.dec.y_table.escaped(s, idx)))
-    rec = to_uint8(synthesize(em.dec.synthesis, dequantize_symbols(clipped, mu_q, code)), rgb.shape[1], rgb.shape[0])
+    rec = to_uint8(synthesize(em.dec.synthesis, S.dequantize(clipped, mu_q, code)), rgb.shape[1], rgb.shape[0])
     return rec, escaped
 
 

@@ -49,3 +49,11 @@ def scale_index(log2_sigma_q: np.ndarray, code: int) -> np.ndarray:
     v = np.asarray(log2_sigma_q, np.int64) - delta_q(code)
     idx = np.floor_divide(v - LOG2_MIN_Q + STEP_Q // 2, STEP_Q)
     return np.clip(idx, 0, NUM_SCALES - 1).astype(np.int32)
+
+
+def dequantize(symbols: np.ndarray, mu_q: np.ndarray, delta_code: int) -> np.ndarray:
+    """v2's y_hat = s * delta + mu in float32: what the encoder reconstructs and the decoder synthesises."""
+    mu = mu_q.astype(np.float32) / np.float32(1 << Q)
+    # A crafted stream can carry huge overflow-coded symbols; clamp so the float stage stays finite.
+    s = np.clip(symbols, -(1 << 15), 1 << 15).astype(np.float32)
+    return s * np.float32(delta(delta_code)) + mu

@@ -22,6 +22,11 @@ import numpy as np
 Y_STRIDE = 16
 Z_STRIDE = 64
 
+# Synthesis runs on tiles of this many latents (1024 px) with a halo wide enough
+# that tiles join without seams (tests/test_codec.py checks max |diff| <= 1).
+TILE_LATENTS = 64
+HALO_LATENTS = 6
+
 KERNEL = 5
 STAGES = 4                                   # three deconv + inverse GDN stages, then a deconv to RGB
 # tfc.GDNParameter: value = max(v, sqrt(minimum + offset^2))^2 - offset^2, offset = 2^-18.
@@ -114,3 +119,44 @@ def _inverse_gdn(tf, x, *, reparam_beta, reparam_gamma):
     norm = tf.nn.convolution(abs(x), tf.reshape(gamma, [1, 1] + gamma.shape.as_list()), padding="VALID")
     norm = tf.nn.bias_add(norm, beta)
     return x * norm
+
+
+# -- y_hat -> image, shared by the decoder and the encoder's reconstruction ------------------------------
+
+def _synth_fn(synthesis):
+    """The synthesis as a function of a numpy y_hat, run eagerly: it is plain TF ops (models.synthesis),
+    so there is no Keras model to build and no graph to trace (issue 17, item 7: ~0.2 s of CPU per
+    process). Eager and traced runs of these ops give the same float32 output bit for bit
+    (tests/test_synthesis.py), as the Keras model's tf.function did (golden streams: same PNG bytes)."""
+    if getattr(synthesis, "backend", "tf") == "jax":
+        return synthesis                       # decoder/jax_synthesis.JaxSynthesis: numpy in, numpy out
+    import tensorflow as tf
+    return lambda y: synthesis(tf.convert_to_tensor(y, tf.float32))
+
+
+def synthesize(synthesis, y_hat: np.ndarray, tile: int = TILE_LATENTS, halo: int = HALO_LATENTS) -> np.ndarray:
+    """y_hat (h, w, M) -> image (16h, 16w, 3) float in 0..1, tiled so memory is bounded."""
+    fn = _synth_fn(synthesis)
+    h, w, _ = y_hat.shape
+    if h <= tile + halo and w <= tile + halo:
+        return np.asarray(fn(y_hat[None])[0])
+    out = np.empty((h * Y_STRIDE, w * Y_STRIDE, 3), np.float32)
+    for ty in range(0, h, tile):
+        for tx in range(0, w, tile):
+            y0, x0 = max(ty - halo, 0), max(tx - halo, 0)
+            y1, x1 = min(ty + tile + halo, h), min(tx + tile + halo, w)
+            part = np.asarray(fn(y_hat[None, y0:y1, x0:x1])[0])
+            oy, ox = (ty - y0) * Y_STRIDE, (tx - x0) * Y_STRIDE
+            th, tw = (min(ty + tile, h) - ty) * Y_STRIDE, (min(tx + tile, w) - tx) * Y_STRIDE
+            out[ty * Y_STRIDE:ty * Y_STRIDE + th, tx * Y_STRIDE:tx * Y_STRIDE + tw] = part[oy:oy + th, ox:ox + tw]
+    return out
+
+
+def to_uint8(x: np.ndarray, width: int, height: int, band: int = 256) -> np.ndarray:
+    """Crop and round to 8 bits, in row bands so no full-size float temporaries exist (-1 GB at 8K)."""
+    x = x[:height, :width]
+    out = np.empty(x.shape, np.uint8)
+    for r in range(0, x.shape[0], band):
+        b = np.nan_to_num(x[r:r + band], nan=0.0, posinf=1.0, neginf=0.0)
+        out[r:r + band] = np.clip(np.round(b * 255.0), 0, 255)
+    return out

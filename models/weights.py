@@ -167,6 +167,36 @@ def load_decoder_model(entry: Entry) -> DecoderModel:
                         _table(arrays, "z"), _table(arrays, "y"), meta.get("info", {}))
 
 
+class ModelStore:
+    """A registry plus its decoder models and slice networks, each loaded on first use, once per process.
+
+    The decoder's cache and the encoder's model set both build on it, so the encoder reconstructs with
+    the very objects the decoder would load, without importing the decoder.
+    """
+
+    def __init__(self, registry: str | os.PathLike | None = None):
+        self.registry = load_registry(registry)
+        self._models: dict[str, DecoderModel] = {}
+        self._slices: dict[str, Any] = {}
+
+    def _load(self, entry: Entry) -> DecoderModel:
+        return load_decoder_model(entry)
+
+    def decoder_model(self, entry: Entry) -> DecoderModel:
+        """Targets that share a model file share one load."""
+        if entry.hash not in self._models:
+            self._models[entry.hash] = self._load(entry)
+        return self._models[entry.hash]
+
+    def slice_nets(self, entry: Entry):
+        """Bitstream v3's integer slice networks (models.charm.IntCharm), or None for a v2 model."""
+        if entry.hash not in self._slices:
+            self.decoder_model(entry)                 # checks the file's hash first
+            from models.charm import load_from_model
+            self._slices[entry.hash] = load_from_model(entry.dec_path)
+        return self._slices[entry.hash]
+
+
 def _table(arrays: dict[str, np.ndarray], key: str) -> CdfTable:
     t = CdfTable(arrays[f"{key}_cdf"].astype(np.int32), arrays[f"{key}_offset"].astype(np.int32),
                  arrays[f"{key}_length"].astype(np.int32))

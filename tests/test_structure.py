@@ -28,6 +28,10 @@ ALLOWED = {
 # Leaf modules anyone above the codec core may import: they import nothing of the project.
 # evaluation.metrics owns PSNR/MS-SSIM/VMAF and evaluation.datasets the data paths, for everyone above the core.
 LEAVES = {"evaluation.metrics", "evaluation.datasets"}
+# What the encoder side may use of the decoder: the bitstream syntax it writes, and (rate control only) the
+# normative parse that verifies each stream before it is handed out. Models, reconstruction and PNG/CLI
+# helpers come from models/, so nothing else in decoder/ serves as a utility.
+DECODER_FACES = {"encoder": {"decoder.bitstream"}, "rate_control": {"decoder.decode"}}
 
 
 def project_imports(path: Path) -> list[tuple[int, str]]:
@@ -40,8 +44,24 @@ def project_imports(path: Path) -> list[tuple[int, str]]:
     return out
 
 
+def decoder_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, decoder module) of every import of decoder/, `from decoder import x` read as decoder.x."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "decoder"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "decoder":
+            out += [(node.lineno, f"decoder.{a.name}") for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("decoder."):
+            out.append((node.lineno, node.module))
+    return out
+
+
 def violations(root: Path = ROOT) -> list[str]:
     bad = []
+    for pkg, faces in DECODER_FACES.items():
+        for f in sorted((root / pkg).rglob("*.py")):
+            bad += [f"{f.relative_to(root)}:{line}: uses {mod}" for line, mod in decoder_imports(f) if mod not in faces]
     for pkg, allowed in ALLOWED.items():
         for f in sorted((root / pkg).rglob("*.py")):
             for line, mod in project_imports(f):
@@ -66,7 +86,9 @@ def test_the_check_sees_a_wrong_way_import(tmp_path):
         (tmp_path / pkg).mkdir()
     (tmp_path / "models" / "x.py").write_text("def f():\n    from decoder import decode\n")
     (tmp_path / "decoder" / "y.py").write_text("import training.train\n")
-    assert violations(tmp_path) == ["models/x.py:2: imports decoder", "decoder/y.py:1: imports training"]
+    (tmp_path / "encoder" / "z.py").write_text("from decoder import bitstream\nfrom decoder.decode import ModelCache\n")
+    assert violations(tmp_path) == ["encoder/z.py:2: uses decoder.decode",
+                                    "models/x.py:2: imports decoder", "decoder/y.py:1: imports training"]
 
 
 @pytest.mark.parametrize("pkg", ["models", "decoder"])

@@ -48,7 +48,7 @@ def test_plain_synthesis_equals_keras_bit_for_bit(n, m):
         y = (rng.standard_normal((1, h, w, m)) * 4).astype(np.float32)
         ref = fk(y).numpy()
         assert ref.shape == (1, 16 * h, 16 * w, 3)
-        assert np.array_equal(fp(y).numpy(), ref)                 # graph, as decoder.decode.synthesize runs it
+        assert np.array_equal(fp(y).numpy(), ref)                 # graph, as models.synthesis.synthesize runs it
         assert np.array_equal(plain(tf.constant(y)).numpy(), keras(y).numpy())   # eager
 
 
