@@ -202,23 +202,56 @@ def _instrument(atheris) -> None:
                     atheris.instrument_func(f)
 
 
-def main(argv: list[str] | None = None) -> int:
+def passthrough(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """(our arguments, the ones after `--`, which go to libFuzzer as they are)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(prog="python -m conformance.fuzz", description=__doc__,
+    if "--" not in argv:
+        return argv, []
+    return argv[:argv.index("--")], argv[argv.index("--") + 1:]
+
+
+def _shown(default) -> str:
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def campaign_parser(prog: str, doc: str, *, out: tuple[str, str], mem_limit_gb: tuple[float, str],
+                    seconds: tuple[float, str] | None = None, cases: tuple[int, str] | None = None,
+                    subprocess: tuple[int, str] | None = None, registry: bool = True,
+                    hang_s: float | None = None, progress: bool = True) -> argparse.ArgumentParser:
+    """The parser of a fuzz campaign (conformance.fuzz, fuzz_parse, fuzz_decode, fuzz_png) with the flags they
+    share, each declared once here. A campaign gives its defaults, as (default, what the flag means there) where
+    the meaning is its own; None or False leaves a flag out. The campaign then adds its own flags."""
+    p = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--registry", default=None,
-                   help="model registry YAML (default: $RATELOCK_REGISTRY or models/registry.yaml)")
+    for flag, kind, spec in (("--cases", int, cases), ("--seconds", float, seconds),
+                             ("--subprocess", int, subprocess)):
+        if spec is not None:
+            p.add_argument(flag, type=kind, default=spec[0], help=f"{spec[1]} (default {_shown(spec[0])})")
+    p.add_argument("--seed", type=int, default=0, help="random seed, for reproducible runs (default 0)")
+    if registry:
+        p.add_argument("--registry", default=None,
+                       help="model registry YAML (default: $RATELOCK_REGISTRY or models/registry.yaml)")
+    if hang_s is not None:
+        p.add_argument("--hang-s", type=float, default=hang_s,
+                       help=f"CPU seconds allowed per input (default {_shown(hang_s)})")
+    p.add_argument("--mem-limit-gb", type=float, default=mem_limit_gb[0],
+                   help=f"{mem_limit_gb[1]} (default {_shown(mem_limit_gb[0])})")
+    p.add_argument("--out", default=out[0], help=f"{out[1]} (default {out[0]})")
+    if progress:
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv, extra = passthrough(argv)
+    p = campaign_parser(PROG, __doc__, out=("runs/fuzz-findings", "where failing and hanging inputs (and the "
+                                            "atheris corpus) go"),
+                        mem_limit_gb=(4.0, "RLIMIT_AS for this process, 0 = none"), progress=False)
     p.add_argument("--engine", choices=("hypothesis", "atheris"), default="hypothesis",
                    help="hypothesis (default, pinned in requirements.txt) or atheris (coverage-guided, optional)")
     p.add_argument("--examples", type=int, default=2000, help="hypothesis: number of inputs (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="hypothesis: random seed, for reproducible runs (default 0)")
     p.add_argument("--seeds", default=None, help="folder of *.bit seed streams (default: encode a Kodak crop)")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds allowed per input (default 20)")
-    p.add_argument("--mem-limit-gb", type=float, default=4.0, help="RLIMIT_AS for this process (default 4, 0 = none)")
-    p.add_argument("--out", default="runs/fuzz-findings",
-                   help="where failing and hanging inputs (and the atheris corpus) go (default: runs/fuzz-findings)")
     args = p.parse_args(argv)
     try:
         from conformance.worker import set_memory_limit

@@ -29,7 +29,6 @@ check's g-huge cases.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -310,21 +309,16 @@ def report(name: str, t: Tally) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", type=int, default=10000, help="in-process full decodes (default 10000)")
-    p.add_argument("--seconds", type=float, default=0, help="stop the in-process part after this long (0 = no limit)")
-    p.add_argument("--subprocess", type=int, default=40, help="cases also run through decoder/decode.sh (default 40)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--registry", default=None)
+    from conformance.fuzz import campaign_parser
+    p = campaign_parser(PROG, __doc__, cases=(10000, "in-process full decodes"),
+                        seconds=(0, "stop the in-process part after this many seconds, 0 = no limit"),
+                        subprocess=(40, "cases also run through decoder/decode.sh"),
+                        mem_limit_gb=(6.0, "RLIMIT_AS here and ulimit -v for decode.sh"),
+                        out=("runs/fuzz-decode", "failing inputs and summary.json"))
     p.add_argument("--corpus", default=None,
                    help="parse-fuzzer corpus to include (default conformance/fuzz_corpus/parse)")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS)
     p.add_argument("--timeout", type=float, default=60, help="seconds per case (default 60)")
-    p.add_argument("--mem-limit-gb", type=float, default=6.0, help="RLIMIT_AS here and ulimit -v for decode.sh")
-    p.add_argument("--out", default="runs/fuzz-decode",
-                   help="failing inputs and summary.json (default runs/fuzz-decode)")
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     from conformance.worker import set_memory_limit
     out = Path(args.out)

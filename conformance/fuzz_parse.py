@@ -564,16 +564,13 @@ def shutil_copy(src: Path, dst: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from conformance.fuzz import campaign_parser, passthrough
+    argv, extra = passthrough(argv)
+    p = campaign_parser(PROG, __doc__, seconds=(600, "time budget in seconds"), hang_s=HANG_S,
+                        mem_limit_gb=(6.0, "RLIMIT_AS, 0 = none"),
+                        out=("runs/fuzz-parse", "findings, working corpus, stats"))
     p.add_argument("--engine", choices=("atheris", "random"), default="atheris")
-    p.add_argument("--seconds", type=float, default=600, help="time budget (default 600)")
     p.add_argument("--runs", type=int, default=0, help="random engine: stop after this many inputs (0 = use --seconds)")
-    p.add_argument("--seed", type=int, default=0, help="random engine: seed")
-    p.add_argument("--registry", default=None, help="model registry (default models/registry.yaml)")
     p.add_argument("--seeds", default=str(GOLDEN),
                    help="folder of *.bit seed streams made with that registry (default conformance/streams; "
                         "tests/expected/charm with its registry.yaml for bitstream v3)")
@@ -581,15 +578,11 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"decoder pixel limit during the campaign (default {FUZZ_MAX_PIXELS}: keeps inputs fast)")
     p.add_argument("--max-padded", type=int, default=FUZZ_MAX_PADDED,
                    help=f"skip headers over this many pixels once padded to 64 (default {FUZZ_MAX_PADDED}, 0 = none)")
-    p.add_argument("--hang-s", type=float, default=HANG_S, help="CPU seconds allowed per input (default 1)")
-    p.add_argument("--mem-limit-gb", type=float, default=6.0, help="RLIMIT_AS (default 6, 0 = none)")
     p.add_argument("--segment-s", type=float, default=SEGMENT_S,
                    help=f"atheris: restart the libFuzzer child this often, resuming its corpus (default {SEGMENT_S})")
-    p.add_argument("--out", default="runs/fuzz-parse", help="findings, working corpus, stats (default runs/fuzz-parse)")
     p.add_argument("--replay", default=None, help="run every input of this folder once and report")
     p.add_argument("--merge-into", default=None, help="after the campaign, merge the working corpus into this folder")
     p.add_argument("--no-corpus", action="store_true", help="do not start from the committed corpus")
-    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     from conformance.worker import set_memory_limit

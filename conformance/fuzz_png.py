@@ -24,7 +24,6 @@ through `encoder/encode.sh` itself: one stderr line, non-zero exit, no output.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import random
@@ -405,17 +404,12 @@ def run_cli_sample(n: int, seed: int, out: Path, progress: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", type=int, default=20000, help="files through load_rgb8 (default 20000)")
-    p.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = no limit)")
-    p.add_argument("--subprocess", type=int, default=10, help="refused files also run through encode.sh (default 10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hang-s", type=float, default=HANG_S, help=f"CPU seconds per file (default {HANG_S})")
-    p.add_argument("--mem-limit-gb", type=float, default=6.0, help="RLIMIT_AS (default 6)")
-    p.add_argument("--out", default="runs/fuzz-png", help="failing files and summary.json (default runs/fuzz-png)")
+    from conformance.fuzz import campaign_parser
+    p = campaign_parser(PROG, __doc__, cases=(20000, "files through load_rgb8"),
+                        seconds=(0, "stop after this many seconds, 0 = no limit"),
+                        subprocess=(10, "refused files also run through encode.sh"), registry=False, hang_s=HANG_S,
+                        mem_limit_gb=(6.0, "RLIMIT_AS, 0 = none"), out=("runs/fuzz-png", "failing files and summary.json"))
     p.add_argument("--save-corpus", default=None, help="write one small file per distinct outcome to this folder")
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

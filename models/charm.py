@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import scale_table as S
-from models.coding import CdfTable, CorruptStream, _bit_positions, _ops, max_escapes
+from models.coding import CdfTable, RangeDecoder, RangeEncoder, max_escapes  # noqa: F401 - tests read charm.max_escapes
 from models.intnet import ACC_LIMIT, ACT_FRAC, ACT_MAX, W_MAX, IntLayer, _conv_same, _rshift_round
 
 LRP_MAX_Q = 1 << (S.Q - 1)        # LRP correction bound: 1/2 in Q8
@@ -346,88 +346,20 @@ def bitstream_version(dec_path) -> int:
 
 # -- one range-coded y substream, slice after slice ------------------------------------------------------
 
-class SliceEncoder:
+class SliceEncoder(RangeEncoder):
     """Codes slices into one substream: each slice's regular symbols, then that slice's escapes."""
 
-    def __init__(self, table: CdfTable):
-        tf, tfc = _ops()                  # tfc's range-coder ops, as models/coding.py loads them
-        self.table, self._tf, self._tfc = table, tf, tfc
-        with tf.device("/CPU:0"):
-            self.handle = tfc.create_range_encoder([], table.coder_cdf)
+    not_clamped = "slice symbols not clamped; use SliceEncoder.clamp first"
 
     def clamp(self, symbols: np.ndarray, indexes: np.ndarray) -> np.ndarray:
         """One slice's symbols as they will be coded (escape reach and the slice's escape budget)."""
         return self.table.clamp(symbols, indexes)
 
-    def add(self, symbols: np.ndarray, indexes: np.ndarray) -> None:
-        t = self.table
-        idx = np.asarray(indexes, np.int32).reshape(-1)
-        sym = np.asarray(symbols, np.int64).reshape(-1)
-        lo, hi = t.regular_range(idx)
-        esc = np.flatnonzero((sym < lo) | (sym > hi))
-        if esc.size > max_escapes(sym.size) or np.any(sym < lo - 65535) or np.any(sym > hi + 65535):
-            raise ValueError("slice symbols not clamped; use SliceEncoder.clamp first")
-        bins = sym - lo
-        bins[esc] = t.length[idx[esc]] - 1
-        below = sym[esc] < lo[esc]
-        excess = np.where(below, lo[esc] - sym[esc], sym[esc] - hi[esc])
-        nbits = np.floor(np.log2(excess)).astype(np.int64) + 1 if esc.size else np.zeros(0, np.int64)
-        owner, pos = _bit_positions(nbits)
-        parts = [(idx, bins), (np.full(esc.size, t.rows), below.astype(np.int64)),
-                 (np.full(esc.size, t.rows + 1), nbits - 1), (np.full(owner.size, t.rows), (excess[owner] >> pos) & 1)]
-        with self._tf.device("/CPU:0"):
-            for i, s in parts:
-                if i.size:
-                    self.handle = self._tfc.entropy_encode_index(self.handle, np.asarray(i, np.int32),
-                                                                 np.asarray(s, np.int32))
 
-    def finish(self) -> bytes:
-        with self._tf.device("/CPU:0"):
-            return bytes(self._tfc.entropy_encode_finalize(self.handle).numpy())
-
-
-class SliceDecoder:
+class SliceDecoder(RangeDecoder):
     """Inverse of SliceEncoder; every slice is bounded (index range, escape budget) before its work."""
 
-    def __init__(self, data: bytes, table: CdfTable):
-        tf, tfc = _ops()
-        self.table, self._tf, self._tfc = table, tf, tfc
-        with tf.device("/CPU:0"):
-            self.handle = tfc.create_range_decoder(tf.constant(data, tf.string), table.coder_cdf)
-
-    def _take(self, rows: np.ndarray) -> np.ndarray:
-        if not rows.size:
-            return np.zeros(0, np.int64)
-        tf = self._tf
-        with tf.device("/CPU:0"):
-            self.handle, s = self._tfc.entropy_decode_index(self.handle, rows.astype(np.int32), tf.shape(rows), tf.int32)
-        return s.numpy().astype(np.int64)
-
-    def take(self, indexes: np.ndarray) -> np.ndarray:
-        t = self.table
-        idx = np.asarray(indexes, np.int32)
-        flat = idx.reshape(-1)
-        if flat.size and (flat.min() < 0 or flat.max() >= t.rows):
-            raise CorruptStream("CDF index out of range")
-        bins = self._take(flat)
-        esc = np.flatnonzero(bins == t.length[flat] - 1)
-        if esc.size > max_escapes(flat.size):
-            raise CorruptStream(f"{esc.size} escapes in a slice of {flat.size} symbols (limit {max_escapes(flat.size)})")
-        below = self._take(np.full(esc.size, t.rows)).astype(bool)
-        nbits = self._take(np.full(esc.size, t.rows + 1)) + 1
-        owner, pos = _bit_positions(nbits)
-        bits = self._take(np.full(owner.size, t.rows))
-        lo, hi = t.regular_range(flat)
-        sym = lo + bins
-        excess = (np.int64(1) << (nbits - 1)) + np.bincount(owner, weights=bits << pos, minlength=esc.size).astype(np.int64)
-        sym[esc] = np.where(below, lo[esc] - excess, hi[esc] + excess)
-        return sym.reshape(idx.shape).astype(np.int32)
-
-    def finish(self) -> None:
-        with self._tf.device("/CPU:0"):
-            ok = bool(self._tfc.entropy_decode_finalize(self.handle).numpy())
-        if not ok:
-            raise CorruptStream("range decoder did not end at the end of its substream")
+    too_many = "{n_esc} escapes in a slice of {n} symbols (limit {limit})"
 
 
 # -- the codec's two halves of the slice loop --------------------------------------------------------------

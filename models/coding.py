@@ -73,6 +73,11 @@ class CdfTable:
         lo = self.offset[indexes].astype(np.int64)
         return lo, lo + self.length[indexes] - 2
 
+    def check_indexes(self, indexes: np.ndarray) -> None:
+        """Raise CorruptStream unless every index names one of the table's rows."""
+        if indexes.size and (indexes.min() < 0 or indexes.max() >= self.rows):
+            raise CorruptStream("CDF index out of range")
+
     def escaped(self, symbols: np.ndarray, indexes: np.ndarray) -> np.ndarray:
         """Mask of the symbols that need an escape."""
         lo, hi = self.regular_range(indexes)
@@ -145,69 +150,121 @@ def _bit_positions(nbits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return owner, pos
 
 
+class RangeEncoder:
+    """One substream, coded in calls to `add`: each call's regular bins, then that call's escapes.
+
+    `encode` is one call (bitstream v2's z and y substreams); bitstream v3 makes one call per
+    slice (models/charm.py), because slice i+1's contexts need slice i's escaped values.
+    """
+
+    not_clamped = "symbols not clamped; use CdfTable.clamp first"
+
+    def __init__(self, table: CdfTable):
+        tf, tfc = _ops()
+        self.table, self._tf, self._tfc = table, tf, tfc
+        with tf.device("/CPU:0"):
+            self.handle = tfc.create_range_encoder([], table.coder_cdf)
+
+    def add(self, symbols: np.ndarray, indexes: np.ndarray) -> None:
+        """Code symbols (int) with the CDF row given by each index; at most `max_escapes` may escape."""
+        t = self.table
+        idx = np.asarray(indexes, np.int32).reshape(-1)
+        sym = np.asarray(symbols, np.int64).reshape(-1)
+        lo, hi = t.regular_range(idx)
+        esc = np.flatnonzero((sym < lo) | (sym > hi))
+        reach = (1 << ESCAPE_BITS) - 1
+        if esc.size > max_escapes(sym.size) or np.any(sym < lo - reach) or np.any(sym > hi + reach):
+            raise ValueError(self.not_clamped)
+        bins = sym - lo
+        bins[esc] = t.length[idx[esc]] - 1
+        below = sym[esc] < lo[esc]
+        excess = np.where(below, lo[esc] - sym[esc], sym[esc] - hi[esc])
+        nbits = np.floor(np.log2(excess)).astype(np.int64) + 1 if esc.size else np.zeros(0, np.int64)
+        owner, pos = _bit_positions(nbits)
+        bit_row, len_row = t.rows, t.rows + 1
+        parts = [(idx, bins),
+                 (np.full(esc.size, bit_row), below.astype(np.int64)),
+                 (np.full(esc.size, len_row), nbits - 1),
+                 (np.full(owner.size, bit_row), (excess[owner] >> pos) & 1)]
+        with self._tf.device("/CPU:0"):
+            for i, s in parts:
+                if i.size:
+                    self.handle = self._tfc.entropy_encode_index(self.handle, np.asarray(i, np.int32),
+                                                                 np.asarray(s, np.int32))
+
+    def finish(self) -> bytes:
+        with self._tf.device("/CPU:0"):
+            return bytes(self._tfc.entropy_encode_finalize(self.handle).numpy())
+
+
+class RangeDecoder:
+    """Inverse of RangeEncoder; every call to `take` is bounded (index range, escape budget) before its work."""
+
+    too_many = "{n_esc} escapes in {n} symbols (limit {limit})"
+
+    def __init__(self, data: bytes, table: CdfTable):
+        tf, tfc = _ops()
+        self.table, self._tf, self._tfc = table, tf, tfc
+        with tf.device("/CPU:0"):
+            self.handle = tfc.create_range_decoder(tf.constant(data, tf.string), table.coder_cdf)
+
+    def _take(self, rows: np.ndarray) -> np.ndarray:
+        if not rows.size:
+            return np.zeros(0, np.int64)
+        tf = self._tf
+        with tf.device("/CPU:0"):
+            self.handle, s = self._tfc.entropy_decode_index(self.handle, rows.astype(np.int32), tf.shape(rows), tf.int32)
+        return s.numpy().astype(np.int64)
+
+    def take(self, indexes: np.ndarray) -> np.ndarray:
+        """The symbols of one `add`, in the shape of indexes; raises CorruptStream where a bound breaks."""
+        t = self.table
+        idx = np.asarray(indexes, np.int32)
+        flat = idx.reshape(-1)
+        t.check_indexes(flat)
+        bins = self._take(flat)
+        esc = np.flatnonzero(bins == t.length[flat] - 1)
+        if esc.size > max_escapes(flat.size):
+            raise CorruptStream(self.too_many.format(n_esc=esc.size, n=flat.size, limit=max_escapes(flat.size)))
+        below = self._take(np.full(esc.size, t.rows)).astype(bool)
+        nbits = self._take(np.full(esc.size, t.rows + 1)) + 1
+        owner, pos = _bit_positions(nbits)
+        bits = self._take(np.full(owner.size, t.rows))
+        lo, hi = t.regular_range(flat)
+        sym = lo + bins
+        excess = (np.int64(1) << (nbits - 1)) + np.bincount(owner, weights=bits << pos, minlength=esc.size).astype(np.int64)
+        sym[esc] = np.where(below, lo[esc] - excess, hi[esc] + excess)
+        return sym.reshape(idx.shape).astype(np.int32)
+
+    def finish(self) -> None:
+        """Raises CorruptStream unless the range decoder ended exactly at the end of its substream."""
+        with self._tf.device("/CPU:0"):
+            ok = bool(self._tfc.entropy_decode_finalize(self.handle).numpy())
+        if not ok:
+            raise CorruptStream("range decoder did not end at the end of its substream")
+
+
 def encode(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) -> bytes:
     """Symbols (int) coded with the CDF row given by each index; out-of-range ones escape.
 
     Beyond `max_escapes`, the escapes nearest their range are clamped to it (`CdfTable.clamp`
     says what is coded; it keeps the decoder's bound a property of the format, not of the encoder).
     """
-    tf, tfc = _ops()
+    coder = RangeEncoder(table)
     idx = np.asarray(indexes, np.int32).reshape(-1)
     sym = np.asarray(symbols, np.int64).reshape(-1)
     lo, hi = table.regular_range(idx)
     if sym.size and np.any((sym < lo - (1 << ESCAPE_BITS) + 1) | (sym > hi + (1 << ESCAPE_BITS) - 1)):
         raise ValueError("symbol beyond escape reach; clamp with CdfTable.clamp first")
-    sym = _limit_escapes(sym, lo, hi)
-    esc = np.flatnonzero((sym < lo) | (sym > hi))
-    bins = sym - lo
-    bins[esc] = table.length[idx[esc]] - 1
-    below = sym[esc] < lo[esc]
-    excess = np.where(below, lo[esc] - sym[esc], sym[esc] - hi[esc])
-    nbits = np.floor(np.log2(excess)).astype(np.int64) + 1 if esc.size else np.zeros(0, np.int64)
-    owner, pos = _bit_positions(nbits)
-    bit_row, len_row = table.rows, table.rows + 1
-    parts = [(idx, bins),
-             (np.full(esc.size, bit_row), below.astype(np.int64)),
-             (np.full(esc.size, len_row), nbits - 1),
-             (np.full(owner.size, bit_row), (excess[owner] >> pos) & 1)]
-    with tf.device("/CPU:0"):
-        handle = tfc.create_range_encoder([], table.coder_cdf)
-        for i, s in parts:
-            if i.size:
-                handle = tfc.entropy_encode_index(handle, np.asarray(i, np.int32), np.asarray(s, np.int32))
-        return bytes(tfc.entropy_encode_finalize(handle).numpy())
+    coder.add(_limit_escapes(sym, lo, hi), idx)
+    return coder.finish()
 
 
 def decode(data: bytes, indexes: np.ndarray, table: CdfTable) -> np.ndarray:
     """Inverse of encode; raises CorruptStream if the stream does not parse exactly or breaks a bound."""
-    tf, tfc = _ops()
     idx = np.asarray(indexes, np.int32)
-    flat = idx.reshape(-1)
-    if flat.size and (flat.min() < 0 or flat.max() >= table.rows):
-        raise CorruptStream("CDF index out of range")
-    with tf.device("/CPU:0"):
-        handle = tfc.create_range_decoder(tf.constant(data, tf.string), table.coder_cdf)
-
-        def take(rows: np.ndarray):
-            nonlocal handle
-            if not rows.size:
-                return np.zeros(0, np.int64)
-            handle, s = tfc.entropy_decode_index(handle, rows.astype(np.int32), tf.shape(rows), tf.int32)
-            return s.numpy().astype(np.int64)
-
-        bins = take(flat)
-        esc = np.flatnonzero(bins == table.length[flat] - 1)
-        if esc.size > max_escapes(flat.size):
-            raise CorruptStream(f"{esc.size} escapes in {flat.size} symbols (limit {max_escapes(flat.size)})")
-        below = take(np.full(esc.size, table.rows)).astype(bool)
-        nbits = take(np.full(esc.size, table.rows + 1)) + 1
-        owner, pos = _bit_positions(nbits)
-        bits = take(np.full(owner.size, table.rows))
-        ok = bool(tfc.entropy_decode_finalize(handle).numpy())
-    if not ok:
-        raise CorruptStream("range decoder did not end at the end of its substream")
-    lo, hi = table.regular_range(flat)
-    sym = lo + bins
-    excess = (np.int64(1) << (nbits - 1)) + np.bincount(owner, weights=bits << pos, minlength=esc.size).astype(np.int64)
-    sym[esc] = np.where(below, lo[esc] - excess, hi[esc] + excess)
-    return sym.reshape(idx.shape).astype(np.int32)
+    table.check_indexes(idx)              # before the range decoder is built, as decode always did
+    dec = RangeDecoder(data, table)
+    sym = dec.take(idx)
+    dec.finish()
+    return sym

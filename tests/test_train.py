@@ -255,3 +255,24 @@ def test_auto_rate_caps_beta():
     wide = CodedStats([0.2, 0.5, 0.8], [30, 30, 30])
     assert adjust(0.5, 400.0, 0.5, wide, beta_max=800.0)[1] == 800.0
     assert adjust(0.5, 800.0, 0.5, wide, beta_max=800.0)[1] == 800.0
+
+
+def test_place_puts_back_a_checkpoints_optimiser_leaves():
+    """Trainer.place(params, leaves), the resume and the non-finite restore: Adam's state as the checkpoint
+    flattened it, on the devices again; without leaves, a fresh Adam."""
+    import jax
+
+    from models import jax_transforms as J
+    from training.config import TrainConfig
+    from training.train import Trainer
+    trainer = Trainer(TrainConfig(num_filters=8, latent_channels=8, batch=1, patch=64),
+                      (np.zeros(64 * 64 * 3, np.uint8), np.zeros(1, np.int64), np.full(1, 64), np.full(1, 64)))
+    params = {k: np.asarray(v) for k, v in J.init(jax.random.PRNGKey(0), 8, 8).items()}
+    _, fresh = trainer.place(params)
+    leaves = [np.asarray(a) + (0.5 if np.asarray(a).dtype == np.float32 else 0) for a in jax.tree_util.tree_leaves(fresh)]
+    placed, opt_state = trainer.place(params, leaves)
+    assert jax.tree_util.tree_structure(opt_state) == jax.tree_util.tree_structure(fresh)
+    for a, b in zip(jax.tree_util.tree_leaves(opt_state), leaves):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    for k, v in params.items():
+        np.testing.assert_array_equal(np.asarray(placed[k]), v)

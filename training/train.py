@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FETCH_EVERY = 25          # steps between host reads of the metrics (the only host sync in the loop)
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; every config key is listed in the epilog (training/config.py declares them)."""
     from training.config import TrainConfig
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -132,13 +133,15 @@ class Trainer:
         import jax
         return jax.make_array_from_callback(a.shape, self.replicated, lambda idx: a[idx])
 
-    def place(self, params: dict, opt_state=None):
+    def place(self, params: dict, leaves: list | None = None):
+        """Device-placed (params, optimiser state): Adam fresh, or from a checkpoint's flattened leaves."""
         import jax
         params = {k: self._global(np.asarray(v, np.float32)) for k, v in params.items()}
-        if opt_state is None:
-            opt_state = self.optimizer.init(params)
-        opt_state = jax.tree_util.tree_map(lambda a: self._global(np.asarray(a)), opt_state)
-        return params, opt_state
+        opt_state = self.optimizer.init(params)
+        if leaves is None:
+            return params, jax.tree_util.tree_map(lambda a: self._global(np.asarray(a)), opt_state)
+        return params, jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(opt_state),
+                                                    [self._global(np.asarray(a)) for a in leaves])
 
     def compile(self, params, opt_state, eval_shapes: list[tuple]) -> float:
         """Compile the step and every evaluation shape before the clock starts; returns seconds spent."""
@@ -179,7 +182,7 @@ def _logger(out: Path) -> logging.Logger:
     return log
 
 
-def _initial(cfg, args, log) -> tuple[dict, list | None, dict]:
+def resume_point(cfg, args, log) -> tuple[dict, list | None, dict]:
     """(params, optimiser leaves or None, loop state) from the nearest resume point."""
     import jax
 
@@ -218,26 +221,35 @@ def _device_name() -> str:
     return f"{len(jax.devices())} x {getattr(d, 'device_kind', d.platform)} ({d.platform})"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    from training import config as C
-    cfg = C.load(args.config, args.set)
+# -- the steps of main, in order --------------------------------------------------------------------------
 
+def build_config(args):
+    """The config: YAML layers, then --set overrides (training/config.py)."""
+    from training import config as C
+    return C.load(args.config, args.set)
+
+
+def start_jax(args) -> None:
+    """Multi-host: join the coordinator before anything else asks JAX for its devices."""
     import jax
     if args.coordinator:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    import jax.numpy as jnp
 
-    from training import checkpoint, state
-    from training.data import Pool, center_crop, list_images, load_images, load_rgb, split_holdout
-    from training.validate import CodedStats, adjust, coded_stats, tf_available
 
+def open_run_folder(args, cfg) -> logging.Logger:
+    """The run folder (--out, default RUNS_DIR/<name>; args.out is set to it) and its train.log, which starts
+    with the config."""
     args.out = args.out or str(Path(args.runs_dir) / cfg.name)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = _logger(out)
-    lead = jax.process_index() == 0
     log.info("config %s", json.dumps(cfg.__dict__))
+    return log
+
+
+def load_data(cfg, args, log) -> tuple:
+    """(training pixel pool, held-out validation crops, edge-padded Kodak images for the curve)."""
+    from training.data import Pool, center_crop, list_images, load_images, load_rgb, split_holdout
     files = list_images(cfg.train_dir)
     train_files, val_files = split_holdout(files, cfg.holdout_every)
     images = load_images(train_files, cfg.patch, cfg.seed, cfg.max_side, progress=not args.no_progress)
@@ -248,153 +260,234 @@ def main(argv: list[str] | None = None) -> int:
     val = [center_crop(load_rgb(f), cfg.val_crop) for f in val_files]
     kodak = sorted(p for p in Path(args.kodak).iterdir() if p.suffix.lower() in (".png", ".webp")) if args.kodak else []
     kodak = [_padded(load_rgb(f)) for f in kodak[:args.kodak_limit or None]]
-    probe = cfg.rate_probe if cfg.rate_probe != "auto" else ("coded" if tf_available() else "estimated")
+    return pool, val, kodak
 
-    trainer = Trainer(cfg, pool.arrays())
-    params_np, leaves, loop = _initial(cfg, args, log)
+
+def rate_probe(cfg) -> str:
+    """The validation probe: 'auto' is coded where TF is installed; charm always estimates (the coded probe
+    exports v2 model files)."""
+    from training.validate import tf_available
+    if cfg.model == "charm":
+        return "estimated"
+    return cfg.rate_probe if cfg.rate_probe != "auto" else ("coded" if tf_available() else "estimated")
+
+
+def initial_state(cfg, args, log, trainer: Trainer) -> tuple:
+    """Device-placed (params, optimiser state) and the loop state, from the nearest resume point."""
+    params, leaves, loop = resume_point(cfg, args, log)
     if cfg.model == "charm":                # a v2 start (the base state) gains slice nets that output zero
         from training.charm import ensure_slices
-        params_np = ensure_slices(params_np, cfg)
-        probe = "estimated"                 # the coded probe exports v2 model files
-    params, opt_state = trainer.place(params_np)
-    if leaves is not None:
-        treedef = jax.tree_util.tree_structure(opt_state)
-        opt_state = jax.tree_util.tree_unflatten(treedef, [trainer._global(np.asarray(a)) for a in leaves])
-    secs = trainer.compile(params, opt_state, [(1, *im.shape) for im in val + kodak])
+        params = ensure_slices(params, cfg)
+    params, opt_state = trainer.place(params, leaves)
+    return params, opt_state, loop
+
+
+def compile_before_clock(trainer: Trainer, params, opt_state, eval_images: list[np.ndarray], log) -> None:
+    """Compile the step and every evaluation shape, so that --max-seconds counts training only."""
+    secs = trainer.compile(params, opt_state, [(1, *im.shape) for im in eval_images])
     log.info("compiled in %.1f s (not counted in --max-seconds)", secs)
 
-    rt, beta = float(loop["train_target"]), float(loop["beta"])
-    step0 = int(loop["step"])
-    end = cfg.steps if not args.max_steps else min(cfg.steps, step0 + args.max_steps)
-    run = {"device": _device_name(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "from_step": step0, "to_step": step0, "seconds": 0.0, "batch": cfg.batch, "patch": cfg.patch,
-           "compute_dtype": cfg.compute_dtype, "steps_per_s": 0.0, "curve": []}
-    loop["runs"] = list(loop.get("runs", [])) + [run]
-    wall0 = float(loop.get("wall_seconds", 0.0))
-    t0 = time.time()
 
-    def elapsed() -> float:
-        return time.time() - t0
+class TrainingRun:
+    """This invocation's loop: step, R_t and beta, the clock, and what it writes as it goes (ckpt/, curve.csv,
+    train.log, the run's record in `runs`)."""
 
-    def host_params() -> dict:
-        return {k: np.asarray(v) for k, v in jax.device_get(params).items()}
+    def __init__(self, cfg, args, log, trainer: Trainer, params, opt_state, loop: dict,
+                 val: list[np.ndarray], kodak: list[np.ndarray], probe: str):
+        import jax
+        self.cfg, self.args, self.log, self.trainer = cfg, args, log, trainer
+        self.out = Path(args.out)
+        self.lead = jax.process_index() == 0
+        self.params, self.opt_state, self.loop = params, opt_state, loop
+        self.val, self.kodak, self.probe = val, kodak, probe
+        self.rt, self.beta = float(loop["train_target"]), float(loop["beta"])
+        self.step0 = self.step = int(loop["step"])
+        self.end = cfg.steps if not args.max_steps else min(cfg.steps, self.step0 + args.max_steps)
+        self.record = {"device": _device_name(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "from_step": self.step0, "to_step": self.step0, "seconds": 0.0, "batch": cfg.batch,
+                       "patch": cfg.patch, "compute_dtype": cfg.compute_dtype, "steps_per_s": 0.0, "curve": []}
+        loop["runs"] = list(loop.get("runs", [])) + [self.record]
+        self.wall0 = float(loop.get("wall_seconds", 0.0))
+        self.stop_signal = None
+        self.ema = None
+        self.last_curve = self.last_ckpt = 0.0
+        self.t0 = time.time()
 
-    def meta() -> dict:
-        run.update(to_step=step, seconds=round(elapsed(), 1),
-                   steps_per_s=round((step - step0) / max(elapsed(), 1e-9), 3))
-        return {"step": step, "train_target": rt, "beta": beta, "history": loop["history"],
-                "lineage": loop["lineage"], "wall_seconds": round(wall0 + elapsed(), 1), "runs": loop["runs"],
-                "config": cfg.__dict__}
+    def elapsed(self) -> float:
+        return time.time() - self.t0
 
-    def save() -> None:
-        if not lead:
+    def steps_per_s(self) -> float:
+        return (self.step - self.step0) / max(self.elapsed(), 1e-9)
+
+    def host_params(self) -> dict:
+        import jax
+        return {k: np.asarray(v) for k, v in jax.device_get(self.params).items()}
+
+    def meta(self) -> dict:
+        self.record.update(to_step=self.step, seconds=round(self.elapsed(), 1),
+                           steps_per_s=round(self.steps_per_s(), 3))
+        return {"step": self.step, "train_target": self.rt, "beta": self.beta, "history": self.loop["history"],
+                "lineage": self.loop["lineage"], "wall_seconds": round(self.wall0 + self.elapsed(), 1),
+                "runs": self.loop["runs"], "config": self.cfg.__dict__}
+
+    def save(self) -> None:
+        import jax
+
+        from training import checkpoint, state
+        if not self.lead:
             return
-        m = meta()
-        checkpoint.save(out / "ckpt", host_params(), [np.asarray(a) for a in jax.tree_util.tree_leaves(
-            jax.device_get(opt_state))], m)
-        if args.state_dir and cfg.model != "charm":     # state.py holds the v2 layout; charm keeps its ckpt
-            state.save(host_params(), step, Path(args.state_dir) / f"{cfg.name}.npz", cfg.__dict__,
-                       {k: v for k, v in m.items() if k not in ("step", "config")})
+        m = self.meta()
+        checkpoint.save(self.out / "ckpt", self.host_params(), [np.asarray(a) for a in jax.tree_util.tree_leaves(
+            jax.device_get(self.opt_state))], m)
+        if self.args.state_dir and self.cfg.model != "charm":   # state.py holds the v2 layout; charm keeps its ckpt
+            state.save(self.host_params(), self.step, Path(self.args.state_dir) / f"{self.cfg.name}.npz",
+                       self.cfg.__dict__, {k: v for k, v in m.items() if k not in ("step", "config")})
 
-    def curve_point() -> None:
-        if not kodak:
+    def curve_point(self) -> None:
+        if not self.kodak:
             return
-        bpp, psnr = trainer.estimate(params, kodak)
-        point = {"seconds": round(elapsed(), 1), "step": step, "kodak_est_bpp": round(float(np.mean(bpp)), 4),
-                 "kodak_psnr": round(float(np.mean(psnr)), 3)}
-        run["curve"].append(point)
-        if lead:
-            path = out / "curve.csv"
+        bpp, psnr = self.trainer.estimate(self.params, self.kodak)
+        point = {"seconds": round(self.elapsed(), 1), "step": self.step,
+                 "kodak_est_bpp": round(float(np.mean(bpp)), 4), "kodak_psnr": round(float(np.mean(psnr)), 3)}
+        self.record["curve"].append(point)
+        if self.lead:
+            path = self.out / "curve.csv"
             new = not path.exists()
             with path.open("a") as f:
                 if new:
                     f.write("device,seconds,step,kodak_est_bpp,kodak_psnr\n")
-                f.write(f"{run['device']},{point['seconds']},{step},{point['kodak_est_bpp']},{point['kodak_psnr']}\n")
-        log.info("curve %s", json.dumps(point))
+                f.write(f"{self.record['device']},{point['seconds']},{self.step},{point['kodak_est_bpp']},"
+                        f"{point['kodak_psnr']}\n")
+        self.log.info("curve %s", json.dumps(point))
 
-    def validate() -> None:
-        nonlocal rt, beta
-        est_bpp, est_psnr = trainer.estimate(params, val)
-        res = {"step": step, "probe": probe, "val_est_bpp": float(np.mean(est_bpp)), "train_target": rt,
-               "beta": beta, "wall_seconds": round(wall0 + elapsed(), 1)}
-        stats = coded_stats(host_params(), val) if probe == "coded" else CodedStats(est_bpp, est_psnr)
+    def validate(self) -> None:
+        from training.validate import CodedStats, adjust, coded_stats
+        cfg, probe = self.cfg, self.probe
+        est_bpp, est_psnr = self.trainer.estimate(self.params, self.val)
+        res = {"step": self.step, "probe": probe, "val_est_bpp": float(np.mean(est_bpp)), "train_target": self.rt,
+               "beta": self.beta, "wall_seconds": round(self.wall0 + self.elapsed(), 1)}
+        stats = coded_stats(self.host_params(), self.val) if probe == "coded" else CodedStats(est_bpp, est_psnr)
         res.update(stats.as_dict() if probe == "coded" else
                    {k.replace("coded_", "est_"): v for k, v in stats.as_dict().items()})
         if cfg.auto_rate and cfg.loss == "guerin":
-            rt, beta, why = adjust(rt, beta, cfg.target_bpp, stats, beta_max=cfg.beta_max)
-            res["adjust"] = f"{why}: R_t -> {rt:.4f}, beta -> {beta:.1f}"
-        loop["history"].append(res)
-        log.info("validate %s", json.dumps(res))
+            self.rt, self.beta, why = adjust(self.rt, self.beta, cfg.target_bpp, stats, beta_max=cfg.beta_max)
+            res["adjust"] = f"{why}: R_t -> {self.rt:.4f}, beta -> {self.beta:.1f}"
+        self.loop["history"].append(res)
+        self.log.info("validate %s", json.dumps(res))
 
-    stop = {"signal": None}
+    def _on_signal(self, signum, _frame) -> None:  # finish the step, save, exit: background runs die with sessions
+        self.stop_signal = signum
 
-    def _on_signal(signum, _frame):  # finish the step, save, exit: background runs die with sessions
-        stop["signal"] = signum
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _on_signal)
+    def _back_to_checkpoint(self) -> None:
+        """A non-finite loss: parameters, Adam, step, R_t and beta from the last checkpoint."""
+        from training import checkpoint
+        self.log.info("non-finite loss before step %d; back to the last checkpoint", self.step)
+        if not checkpoint.exists(self.out / "ckpt"):
+            raise FloatingPointError("non-finite loss and no checkpoint to restore")
+        p, lv, m = checkpoint.load(self.out / "ckpt")
+        self.params, self.opt_state = self.trainer.place(p, lv)
+        self.step, self.rt, self.beta = int(m["step"]), float(m["train_target"]), float(m["beta"])
 
-    from tqdm import tqdm
-    bar = tqdm(total=end, initial=step0, desc=cfg.name, unit="step", disable=args.no_progress or not lead,
-               mininterval=5)
-    step = step0
-    curve_point()
-    pending, window, ema = [], [], None
-    last_curve, last_ckpt = 0.0, 0.0
-    while step < end:
-        if stop["signal"] is not None or (args.max_seconds and elapsed() >= args.max_seconds):
-            break
-        params, opt_state, metrics = trainer.step(params, opt_state, trainer.pool, jnp.int32(step),
-                                                  jnp.float32(rt), jnp.float32(beta))
-        pending.append(metrics)
-        step += 1
-        if len(pending) >= min(FETCH_EVERY, args.log_every) or step == end:
-            vals = np.asarray(jax.device_get(jnp.stack(pending)))
-            pending.clear()
-            if not np.all(np.isfinite(vals)):
-                log.info("non-finite loss before step %d; back to the last checkpoint", step)
-                if not checkpoint.exists(out / "ckpt"):
-                    raise FloatingPointError("non-finite loss and no checkpoint to restore")
-                p, lv, m = checkpoint.load(out / "ckpt")
-                params, opt_state = trainer.place(p)
-                opt_state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(opt_state),
-                                                         [trainer._global(np.asarray(a)) for a in lv])
-                step, rt, beta = int(m["step"]), float(m["train_target"]), float(m["beta"])
-                continue
-            window.extend(vals)
-            mean = vals.mean(axis=0)
-            ema = mean if ema is None else 0.9 * ema + 0.1 * mean
-            bar.update(len(vals))
-            bar.set_postfix(loss=f"{ema[0]:.3f}", bpp=f"{ema[1]:.3f}",
-                            psnr=f"{psnr_from_mse(ema[2]):.2f}")
-        if step % args.log_every == 0 and window:
-            m = np.mean(window, axis=0)
-            window.clear()
-            log.info("step %d loss %.6f bpp %.4f psnr %.2f (%.2f steps/s)", step, m[0], m[1],
-                     psnr_from_mse(m[2]), (step - step0) / max(elapsed(), 1e-9))
-        if step % cfg.validate_every == 0:
-            validate()
-        if args.curve_seconds and elapsed() - last_curve >= args.curve_seconds:
-            curve_point()
-            last_curve = elapsed()
-        if step % cfg.checkpoint_every == 0 or (args.checkpoint_seconds and
-                                                elapsed() - last_ckpt >= args.checkpoint_seconds):
-            save()
-            last_ckpt = elapsed()
-    bar.close()
-    if step > step0 and (not loop["history"] or loop["history"][-1]["step"] != step) and step == end:
-        validate()
-    curve_point()
-    save()
-    if stop["signal"] is not None:
-        log.info("signal %d: saved state at step %d and stopped", stop["signal"], step)
-    log.info("stopped at step %d (%.2f steps/s over %.1f s; %s)", step, (step - step0) / max(elapsed(), 1e-9),
-             elapsed(), run["device"])
-    if lead and not args.no_export and step >= end and tf_available():
-        from training.export import export, export_v3
-        path = (export_v3 if cfg.model == "charm" else export)(
-            host_params(), cfg.name, extra={"step": step, "trained": True, "config": cfg.__dict__},
-            out_dir=Path(args.export_dir))
-        log.info("exported step %d to %s", step, path)
+    def _fetch(self, pending: list, window: list, bar) -> bool:
+        """Read the pending steps' metrics to the host (the loop's only sync); False if any is non-finite."""
+        import jax
+        import jax.numpy as jnp
+        vals = np.asarray(jax.device_get(jnp.stack(pending)))
+        pending.clear()
+        if not np.all(np.isfinite(vals)):
+            return False
+        window.extend(vals)
+        mean = vals.mean(axis=0)
+        self.ema = mean if self.ema is None else 0.9 * self.ema + 0.1 * mean
+        bar.update(len(vals))
+        bar.set_postfix(loss=f"{self.ema[0]:.3f}", bpp=f"{self.ema[1]:.3f}", psnr=f"{psnr_from_mse(self.ema[2]):.2f}")
+        return True
+
+    def _log_steps(self, window: list) -> None:
+        m = np.mean(window, axis=0)
+        window.clear()
+        self.log.info("step %d loss %.6f bpp %.4f psnr %.2f (%.2f steps/s)", self.step, m[0], m[1],
+                      psnr_from_mse(m[2]), self.steps_per_s())
+
+    def _when_due(self) -> None:
+        """After a step: validation by steps, a curve point by seconds, a checkpoint by steps or seconds."""
+        args, cfg = self.args, self.cfg
+        if self.step % cfg.validate_every == 0:
+            self.validate()
+        if args.curve_seconds and self.elapsed() - self.last_curve >= args.curve_seconds:
+            self.curve_point()
+            self.last_curve = self.elapsed()
+        if self.step % cfg.checkpoint_every == 0 or (args.checkpoint_seconds and
+                                                     self.elapsed() - self.last_ckpt >= args.checkpoint_seconds):
+            self.save()
+            self.last_ckpt = self.elapsed()
+
+    def train(self) -> None:
+        """Step until `end`, --max-seconds or SIGTERM/SIGINT; curve point first, then each step's due work."""
+        import jax.numpy as jnp
+        from tqdm import tqdm
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        args = self.args
+        bar = tqdm(total=self.end, initial=self.step0, desc=self.cfg.name, unit="step",
+                   disable=args.no_progress or not self.lead, mininterval=5)
+        self.curve_point()
+        pending, window = [], []
+        while self.step < self.end:
+            if self.stop_signal is not None or (args.max_seconds and self.elapsed() >= args.max_seconds):
+                break
+            self.params, self.opt_state, metrics = self.trainer.step(
+                self.params, self.opt_state, self.trainer.pool, jnp.int32(self.step), jnp.float32(self.rt),
+                jnp.float32(self.beta))
+            pending.append(metrics)
+            self.step += 1
+            if len(pending) >= min(FETCH_EVERY, args.log_every) or self.step == self.end:
+                if not self._fetch(pending, window, bar):
+                    self._back_to_checkpoint()
+                    continue
+            if self.step % args.log_every == 0 and window:
+                self._log_steps(window)
+            self._when_due()
+        bar.close()
+
+    def finish(self) -> None:
+        """Validate the last step (unless the loop just did), a last curve point, save, and say why it stopped."""
+        history = self.loop["history"]
+        if self.step > self.step0 and (not history or history[-1]["step"] != self.step) and self.step == self.end:
+            self.validate()
+        self.curve_point()
+        self.save()
+        if self.stop_signal is not None:
+            self.log.info("signal %d: saved state at step %d and stopped", self.stop_signal, self.step)
+        self.log.info("stopped at step %d (%.2f steps/s over %.1f s; %s)", self.step, self.steps_per_s(),
+                      self.elapsed(), self.record["device"])
+
+    def export(self) -> None:
+        """A finished run (all `steps`) becomes the codec's model files, where TF is installed."""
+        from training.validate import tf_available
+        if self.lead and not self.args.no_export and self.step >= self.end and tf_available():
+            from training.export import export, export_v3
+            path = (export_v3 if self.cfg.model == "charm" else export)(
+                self.host_params(), self.cfg.name,
+                extra={"step": self.step, "trained": True, "config": self.cfg.__dict__},
+                out_dir=Path(self.args.export_dir))
+            self.log.info("exported step %d to %s", self.step, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = build_config(args)
+    start_jax(args)
+    log = open_run_folder(args, cfg)
+    pool, val, kodak = load_data(cfg, args, log)
+    probe = rate_probe(cfg)
+    trainer = Trainer(cfg, pool.arrays())
+    params, opt_state, loop = initial_state(cfg, args, log, trainer)
+    compile_before_clock(trainer, params, opt_state, val + kodak, log)
+    run = TrainingRun(cfg, args, log, trainer, params, opt_state, loop, val, kodak, probe)
+    run.train()
+    run.finish()
+    run.export()
     return 0
 
 
