@@ -48,7 +48,6 @@ class TrainConfig:
     init_from: str = _p("", "resume-state .npz to initialise from (fine-tuning a base model)")
     checkpoint_every: int = _p(500, "steps between checkpoints")
     validate_every: int = _p(2000, "steps between validation passes")
-    export_every: int = _p(0, "steps between exports to the registry format; 0 = only at the end")
     val_crop: int = _p(256, "held-out images are centre-cropped to this size for validation")
     auto_rate: bool = _p(False, "after each validation, shift target_bpp / raise beta from the coded bpp at delta=1")
     beta_max: float = _p(800.0, "auto_rate doubles beta at most up to this: the loss constrains the batch mean, "
