@@ -392,15 +392,16 @@ def coded(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from evaluation.datasets import KODAK, TRAIN
     root = Path(__file__).resolve().parent.parent
     p = argparse.ArgumentParser(prog="python -m training.charm", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("compare", help="v3 vs v2, equal steps from the same base state; estimated Kodak curves")
     c.add_argument("--state", default=str(root / "models" / "checkpoints" / "base.npz"))
-    c.add_argument("--train-dir", default=str(root.parent / "shared" / "data" / "train"))
+    c.add_argument("--train-dir", default=str(TRAIN))
     c.add_argument("--train-limit", type=int, default=0, help="first N training files only (0 = all)")
-    c.add_argument("--kodak", default=str(root.parent / "shared" / "data" / "kodak"))
+    c.add_argument("--kodak", default=str(KODAK))
     c.add_argument("--kodak-limit", type=int, default=6)
     c.add_argument("--steps", type=int, default=300)
     c.add_argument("--batch", type=int, default=4)
@@ -421,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--v2", required=True, help="v2 parameters .npz")
     k.add_argument("--v3", required=True, help="v3 parameters .npz")
     k.add_argument("--out-dir", required=True, help="where the two exported models and the registry go")
-    k.add_argument("--kodak", default=str(root.parent / "shared" / "data" / "kodak"))
+    k.add_argument("--kodak", default=str(KODAK))
     k.add_argument("--kodak-limit", type=int, default=6)
     k.add_argument("--codes", default="100,116,128,132,148", help="delta codes (128 = delta 1; 128 is timed)")
     k.add_argument("--out", default="", help="write the result JSON here")
