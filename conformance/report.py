@@ -28,6 +28,7 @@ class Failure:
     target: float | None = None
     stream: str | None = None
     case: str | None = None
+    version: int | None = None          # bitstream version of the stream, where one is concerned
 
     def where(self) -> str:
         parts = []
@@ -37,6 +38,8 @@ class Failure:
             parts.append(f"{self.target:.2f} bpp")
         if self.stream is not None and self.image is None:
             parts.append(self.stream)
+        if self.version is not None:
+            parts.append(f"bitstream v{self.version}")
         if self.case is not None:
             parts.append(f"case {self.case}")
         return ", ".join(parts) or "-"

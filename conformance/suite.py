@@ -3,6 +3,13 @@
 Streams are encoded once, in this process, by the real encoder API and written
 to REPORT/streams/<image>_<rate code>.bit (the CLI's naming); every later check
 works from those files, so what is measured is what would be submitted.
+
+The determinism and parity checks also always take the committed bitstream v3
+goldens (Options.v3_dir, default tests/expected/charm: a tiny v3 model, its
+registry and three streams with their pinned symbol and y_hat_q hashes), decoded
+with that folder's registry, so v3 (the slice loop) is covered whatever models
+the suite's registry holds. They are not rate-checked (they are fixed streams of
+an untrained model) and are listed separately, with their bitstream version.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance.common import GOLDEN_DIR, KODAK
+from conformance.common import GOLDEN_DIR, KODAK, V3_GOLDEN_DIR
 from conformance.report import CheckResult
 
 CHECKS = ("rate", "determinism", "parity", "golden", "robustness")
@@ -45,6 +52,7 @@ class Options:
     configs: tuple[str, ...] | None = None   # decode runtime configurations by name (None: all, or 3 with quick)
     command: str = ""                        # as typed, for the report
     gpu_backend: str = "tf"                  # parity: decode on a GPU with TF, or with the JAX synthesis backend
+    v3_dir: Path | None = V3_GOLDEN_DIR      # bitstream v3 goldens for determinism/parity (None: none; tests only)
 
 
 @dataclass
@@ -73,6 +81,10 @@ class StreamRec:
     lo: float | None = None         # achievable range, when unreachable
     hi: float | None = None
     error: str = ""
+    version: int | None = None      # bitstream version, from the header (None: not read yet)
+    registry: str | None = None     # registry that decodes it (None: the suite's, Options.registry)
+    source: str = "encoded"         # encoded | v3 golden
+    expected: dict | None = None    # pinned parse hashes (v3 goldens: symbols, y_hat_q)
 
     @property
     def name(self) -> str:
@@ -108,6 +120,55 @@ class Context:
     def decodable(self) -> list[StreamRec]:
         """Streams that exist on disk (in-band or best-effort), in a stable order."""
         return [s for s in self.streams if s.path is not None and s.path.is_file()]
+
+    def v3_goldens(self) -> list[StreamRec]:
+        """The bitstream v3 golden streams (module docstring), loaded once; [] if Options.v3_dir is None.
+
+        Raises ValueError if the folder or a stream is missing: the checks then fail, never skip v3."""
+        if "v3_goldens" not in self.cache:
+            try:
+                self.cache["v3_goldens"] = load_v3_goldens(self.opts.v3_dir) if self.opts.v3_dir else []
+            except (OSError, ValueError, KeyError) as e:
+                self.cache["v3_goldens"] = ValueError(f"bitstream v3 goldens in {self.opts.v3_dir}: {e}")
+        got = self.cache["v3_goldens"]
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+
+def stream_version(data: bytes) -> int | None:
+    """The bitstream version a stream's header declares (None if the header is unreadable)."""
+    from decoder.bitstream import BitstreamError, parse_header
+    try:
+        return parse_header(data).version
+    except BitstreamError:
+        return None
+
+
+def load_v3_goldens(folder: Path) -> list[StreamRec]:
+    """StreamRecs for the streams of a v3 golden folder (expected.json + registry.yaml, tests/test_charm_codec.py)."""
+    import json
+
+    from decoder.bitstream import parse_header
+    from models.targets import TARGETS
+    from models.weights import load_registry
+    folder = Path(folder)
+    registry = folder / "registry.yaml"
+    reg = load_registry(str(registry))
+    doc = json.loads((folder / "expected.json").read_text())
+    out = []
+    for s in doc:
+        path = folder / s["file"]
+        h = parse_header(path.read_bytes())
+        if h.version != 3:
+            raise ValueError(f"{s['file']} is bitstream version {h.version}, not 3")
+        out.append(StreamRec(path.name, path.stem, TARGETS[h.target_index], path, h.width, h.height, "ok",
+                             model=reg.by_target(h.target_index).name, delta_code=h.delta_code, version=h.version,
+                             registry=str(registry), source="v3 golden",
+                             expected={"symbols": s["symbols"], "y_hat_q": s["y_hat_q"]}))
+    if not out:
+        raise ValueError("expected.json lists no streams")
+    return out
 
 
 def load_images(images_dir: Path) -> list[SourceImage]:
@@ -149,6 +210,7 @@ def encode_all(ctx: Context) -> None:
                 continue
             write_bytes_atomic(rec.path, c.data)
             rec.encoder_bpp, rec.model, rec.delta_code = c.bpp, c.model, c.delta_code
+            rec.version = stream_version(c.data)
             ctx.streams.append(rec)
             bar.set_postfix_str(f"{img.stem} {c.bpp:.3f}/{t:.2f}")
             bar.update(1)

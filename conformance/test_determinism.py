@@ -38,6 +38,17 @@ def test_parse_info_reads_json_lines_and_errors(tmp_path):
     assert res["a_025.bit"]["symbols"] == "ab" and res["b_050.bit"]["error"] == "CRC mismatch"
 
 
+def test_parse_integers_are_compared_not_only_symbols():
+    """A run whose y_hat_q / mu_q / scale indexes differ fails even when the symbol hash and pixels agree."""
+    a = np.zeros((4, 5, 3), np.uint8)
+    ints = {"symbols": "h", "scale_idx": "i", "mu_q": "m", "y_hat_q": None}
+    ref = _run("ref", {"s": ("h", a)})
+    other = _run("other", {"s": ("h", a)})
+    ref.results["s"]["ints"], other.results["s"]["ints"] = ints, {**ints, "mu_q": "M"}
+    (c,) = Dt.compare_runs(ref, other, ["s"])
+    assert not c.ok and c.ints_differ == ("mu_q",) and "mu_q" in c.what("ref")
+
+
 def test_configurations_cover_threads_onednn_and_blas():
     envs = [c.env for c in Dt.CONFIGS]
     assert {c.threads for c in Dt.CONFIGS} >= {1, 2}
@@ -58,4 +69,15 @@ def test_suite_determinism_passes_on_crops(suite_runs):
     dec = next(t for t in d["tables"] if t["title"].startswith("Decoding in separate processes"))
     names = [row[0] for row in dec["rows"]]
     assert names == list(CONFIGS) + ["in-process"]
-    assert all(row[3] == row[4] for row in dec["rows"])              # every stream decoded, symbols identical
+    assert all(row[3] == row[4] for row in dec["rows"])              # every stream decoded, parse integers identical
+    # The committed bitstream v3 goldens are always in (no flag), listed per stream with their version.
+    from conformance.common import V3_GOLDEN_DIR
+    from conformance.suite import load_v3_goldens
+    v3 = {s.path.name for s in load_v3_goldens(V3_GOLDEN_DIR)}
+    per = next(t for t in d["tables"] if t["title"].startswith("Per stream"))
+    assert {row[0] for row in per["rows"] if row[2] == "v3"} == v3
+    assert {row[2] for row in per["rows"] if row[0] not in v3} == {"v2"}
+    assert all(row[8] == "yes" for row in per["rows"] if row[0] in v3)          # pinned symbols and y_hat_q
+    n = len(CONFIGS) + 1
+    assert all(row[5] == row[6] == f"{n}/{n}" and row[7].endswith(f": {n}/{n}") for row in per["rows"])
+    assert d["figures"]["v3_streams"] == len(v3) and "3 v3" in d["summary"]

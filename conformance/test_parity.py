@@ -79,6 +79,12 @@ def test_no_gpu_is_reported_exactly(suite_runs):
     assert p["figures"]["hyper_cases"] > 0 and p["figures"]["float32_path_moved_outputs_on_stress_z"] > 0
     titles = [t["title"] for t in p["tables"]]
     assert any("perturbation" in t for t in titles) and any("synthesis weights" in t for t in titles)
+    # the bitstream v3 goldens are in, with their version: slice loop per stream + a stress input, synthesis too
+    assert p["figures"]["v3_streams"] == 3 and p["figures"]["slice_loop_cases"] == 4
+    slices = next(t for t in p["tables"] if t["title"].startswith("Integer slice loop"))
+    assert all(row[2] == "v3" and all(c.startswith("0/") for c in row[6:]) for row in slices["rows"])
+    synth = next(t for t in p["tables"] if "synthesis weights" in t["title"])
+    assert {row[2] for row in synth["rows"]} == {"v2", "v3"}
 
 
 def test_gpu_parity_is_not_claimed_unless_measured(monkeypatch, tmp_path):
@@ -88,6 +94,7 @@ def test_gpu_parity_is_not_claimed_unless_measured(monkeypatch, tmp_path):
                        meta={"gpu_report": {"peak_bytes": 0, "tf32": False, "device_name": "fake"}})
     monkeypatch.setattr(P, "decode_runs", lambda ctx, streams: {Dt.CONFIGS[0].name: cpu})
     monkeypatch.setattr(P, "run_decoder_batch", lambda *a, **k: gpu)
+    monkeypatch.setattr(P, "decode_groups", lambda ctx, streams: [])
     ctx = SimpleNamespace(work=tmp_path, opts=SimpleNamespace(registry=None, quick=False, configs=None))
     streams = [SimpleNamespace(path=tmp_path / "a.bit", image="a.png", target=0.25)]
     r = CheckResult("parity", True, "")
@@ -111,7 +118,10 @@ def test_jax_backend_parity_on_cpu(lo_model):
     """The --gpu-backend jax path, on the CPU: real decoder processes (TF, and JAX via conformance.jax_decode),
     symbols identical and reconstructions within one level; the report names the device JAX used."""
     pytest.importorskip("jax")
+    from conformance.common import V3_GOLDEN_DIR
+    from conformance.suite import load_v3_goldens
     ctx, streams = _fake_ctx(lo_model)
+    streams += load_v3_goldens(V3_GOLDEN_DIR)            # and the bitstream v3 goldens, with their registry
     ctx.cache = {}
     ctx.opts.quick, ctx.opts.configs, ctx.opts.gpu_backend = True, None, "jax"
     ctx.bar = lambda n, desc: SimpleNamespace(set_postfix_str=lambda s: None, update=lambda k: None,
@@ -121,7 +131,10 @@ def test_jax_backend_parity_on_cpu(lo_model):
     assert r.passed, [f.what for f in r.failures]
     f = r.figures
     assert f["jax_platform"] == "cpu" and f["jax_matmul_precision"] == "highest"
-    assert f["jax_streams"] == f["jax_symbols_identical"] == 1 and f["jax_max_recon_diff"] <= 1
+    assert f["jax_streams"] == f["jax_symbols_identical"] == 4 and f["jax_max_recon_diff"] <= 1
+    assert f["jax_v3_streams"] == 3
+    (t,) = r.tables
+    assert [row[2] for row in t.rows] == ["v2", "v3", "v3", "v3"] and all(row[4] == "yes" for row in t.rows)
     assert "gpu_backend" not in f            # a CPU run never claims GPU parity
 
 
@@ -131,6 +144,7 @@ def test_jax_parity_fails_on_a_different_parse(monkeypatch, tmp_path):
                       meta={"jax_report": {"platform": "cpu", "device": "cpu", "matmul_precision": "highest"}})
     monkeypatch.setattr(P, "decode_runs", lambda ctx, streams: {Dt.CONFIGS[0].name: cpu})
     monkeypatch.setattr(P, "run_decoder_batch", lambda *a, **k: jx)
+    monkeypatch.setattr(P, "decode_groups", lambda ctx, streams: [])
     ctx = SimpleNamespace(work=tmp_path, opts=SimpleNamespace(registry=None, quick=False, configs=None))
     streams = [SimpleNamespace(path=tmp_path / "a.bit", image="a.png", target=0.25)]
     r = CheckResult("parity", True, "")

@@ -17,6 +17,20 @@ a signal, the parent reports the case that was running.
 With --share-models (the default for the real decoder) the decoder's
 ModelCache is made a per-registry singleton, so a model is loaded once per
 worker instead of once per case; the decode path itself is unchanged.
+
+A second mode, for the determinism and parity checks' separate-process decodes:
+
+  python -m conformance.worker decode [--entry decoder.__main__:main] [--threads N]
+                                      --group STREAMS_DIR OUT_DIR REGISTRY [--group ...]
+
+calls the entry (the decoder's main(), or conformance.gpu_decode / jax_decode, which
+wrap it) once per group with `--dir STREAMS_DIR OUT_DIR --info [--threads N]
+[--registry REGISTRY]` ('-': the default registry), all in this one process, so
+TensorFlow starts once per runtime configuration however many registries the
+streams need (the suite's, and the bitstream v3 goldens'). Next to the decoder's
+own `--info` line, every stream gets a line {"parsed": {"file", "version",
+"symbols", "scale_idx", "mu_q", "y_hat_q"}}: hashes of the parse-level integers
+(conformance.common.parse_ints), taken from the decoder's own parse call.
 """
 
 from __future__ import annotations
@@ -100,7 +114,49 @@ def run_case(fn, argv: list[str], timeout: float) -> dict:
             "timed_out": timed_out, "escaped": None if timed_out else escaped}
 
 
+def _report_parses() -> None:
+    """Wrap decoder.decode's read_stream and parse so that every parse prints its integers' hashes."""
+    from models.runtime import import_tensorflow
+    import_tensorflow()                       # as the CLI's configure() does before the decoder is imported
+    from conformance.common import parse_ints
+    from decoder import decode as D
+    read, parse = D.read_stream, D.parse
+    current: dict[str, str | None] = {"file": None}
+
+    def read_stream(path, *a, **k):
+        current["file"] = os.path.basename(str(path))
+        return read(path, *a, **k)
+
+    def parse_and_report(data, *a, **k):
+        parsed = parse(data, *a, **k)
+        print(json.dumps({"parsed": {"file": current["file"], **parse_ints(parsed)}}), flush=True)
+        return parsed
+    D.read_stream, D.parse = read_stream, parse_and_report
+
+
+def decode_main(argv: list[str]) -> int:
+    """`decode` mode (module docstring): the decoder over several (streams, registry) groups in one process."""
+    p = argparse.ArgumentParser(prog="python -m conformance.worker decode")
+    p.add_argument("--entry", default="decoder.__main__:main", help="module:function called with the decoder argv")
+    p.add_argument("--threads", type=int, default=0, help="passed on as the decoder's --threads (0: not passed)")
+    p.add_argument("--group", nargs=3, action="append", required=True, metavar=("STREAMS_DIR", "OUT_DIR", "REGISTRY"),
+                   help="decode every stream of STREAMS_DIR into OUT_DIR with REGISTRY ('-': the default)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _report_parses()
+    fn = load_callable(args.entry)
+    rc = 0
+    for src, out, registry in args.group:
+        cmd = ["--dir", src, out, "--info"] + (["--threads", str(args.threads)] if args.threads else [])
+        r = fn(cmd + (["--registry", registry] if registry != "-" else []))
+        rc = rc or (r if isinstance(r, int) else 1)
+    return rc
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["decode"]:
+        return decode_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m conformance.worker", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--decoder-main", default="decoder.__main__:main",

@@ -17,6 +17,16 @@ must not move:
   may move by at most one level.
 A float32 hyper path is also run, only to show how many scale indices a
 non-exact path would flip (the test's sensitivity); it is not a failure.
+
+Bitstream v3 streams (the suite's own, if its models write v3, and always the
+committed v3 goldens, suite.Context.v3_goldens) go through all of it, and their
+integer slice loop (models/charm.py: slice networks, scale indexes, y_hat_q) is
+perturbed too: re-run from the parsed symbols with numpy int64, TensorFlow
+float64 and BLAS float64 with every slice network's channel order permuted, on
+each stream and on a large-magnitude stress input per v3 model; no scale index,
+mu_q or y_hat_q may move, and the BLAS re-run must give the decoder's own parse.
+Every device comparison compares the parse integers (conformance.common.parse_ints:
+symbols, scale indexes, mu_q, y_hat_q) and is tabled per stream with its version.
 """
 
 from __future__ import annotations
@@ -30,14 +40,21 @@ import numpy as np
 from conformance.checks.determinism import (
     RECON_TOL,
     RuntimeConfig,
+    Stores,
     compare_runs,
     configs_for,
-    decode_in_process,
+    decode_groups,
+    decode_parsed,
     decode_runs,
+    describe_versions,
     run_decoder_batch,
+    streams_for,
     subset,
+    version_counts,
+    version_of,
+    where,
 )
-from conformance.common import fmt_db, max_abs_diff, psnr
+from conformance.common import PARSE_INTS, fmt_db, max_abs_diff, parse_ints, psnr
 from conformance.report import CheckResult, Table
 
 GPU_MSG = "GPU: not available, parity proven on CPU configurations only"
@@ -119,94 +136,215 @@ def compare_hyper(net, z_hat: np.ndarray, delta_code: int, variants: dict[str, V
     return out
 
 
-def _hyper_part(ctx, r: CheckResult, streams: list, variants: dict[str, Variant] | None = None) -> None:
+def _hyper_part(ctx, r: CheckResult, streams: list, variants: dict[str, Variant] | None = None,
+                slice_variants: dict[str, SliceVariant] | None = None) -> None:
     from decoder import decode as D
+    from models import scale_table as S
     variants = variants or exact_variants()
-    models = D.ModelCache(ctx.opts.registry)
-    seen, rows, sens = set(), [], []
+    stores = Stores(ctx)
+    seen, rows, sens, slice_rows = set(), [], [], []
     for s in streams:
         data = s.path.read_bytes()
+        models = stores.of(s)
         try:
             parsed = D.parse(data, models, D.Limits())
         except D.DecodeError as e:
-            r.fail(f"cannot parse the encoder's stream: {e}", image=s.image, target=s.target)
+            r.fail(f"cannot parse the stream: {e}", **where(s))
             continue
         model = models.get(parsed.header)
+        if parsed.header.version == 3:
+            slice_rows.append(_slice_stream(r, s, model, models.slice_nets(model.entry), parsed, slice_variants))
         key = (model.entry.hash, parsed.z_hat.tobytes(), parsed.header.delta_code)
         if key in seen:
             continue
         seen.add(key)
         res = compare_hyper(model.intnet, parsed.z_hat, parsed.header.delta_code, variants)
-        # The decoder's own indices must be what its integer path gives (nothing float in between).
+        # The decoder's own integers must be what its integer path gives (nothing float in between).
         mu0, ls0 = model.intnet.run(parsed.z_hat, "blas")
-        from models import scale_table as S
-        if not np.array_equal(S.scale_index(ls0, parsed.header.delta_code), parsed.scale_idx):
-            r.fail("decoder's scale indices are not those of its integer hyper path", image=s.image, target=s.target)
+        if not np.array_equal(mu0, parsed.mu_q):
+            r.fail("decoder's mu_q is not that of its integer hyper path", **where(s))
+        if parsed.header.version != 3 and not np.array_equal(S.scale_index(ls0, parsed.header.delta_code),
+                                                             parsed.scale_idx):
+            r.fail("decoder's scale indices are not those of its integer hyper path", **where(s))
         for name, v in res.items():
             if v["moved"]:
                 r.fail(f"hyper path '{name}' moved {v['moved']} of {v['values']} integer outputs "
-                       f"({v['indices_moved']} scale indices) vs BLAS float64", image=s.image, target=s.target)
-        rows.append([s.image, f"{s.target:.2f}", model.entry.name, "x".join(map(str, parsed.z_hat.shape)),
+                       f"({v['indices_moved']} scale indices) vs BLAS float64", **where(s))
+        rows.append([s.image, f"{s.target:.2f}", f"v{parsed.header.version}", model.entry.name,
+                     "x".join(map(str, parsed.z_hat.shape)),
                      *[f"{v['moved']}/{v['values']}" for v in res.values()], "-"])
     # Stress: every model on a large-magnitude synthetic z_hat, where a non-exact path does move.
     rng = np.random.default_rng(ctx.opts.seed)
     done = set()
-    for e in models.registry.entries:
-        if e.hash in done:
-            continue
-        done.add(e.hash)
-        model = models.get(D.Header(e.target_index, e.hash16, 1, 1, 128))
-        c = model.intnet.layers[0].weight.shape[2]
-        from models.intnet import Z_MAX
-        z = np.clip(np.round(rng.normal(0, STRESS_SCALE, (8, 12, c))), -Z_MAX, Z_MAX).astype(np.int32)
-        z[0, 0, :2] = Z_MAX, -Z_MAX
-        res = compare_hyper(model.intnet, z, 128, {**variants, "float32": float32_run})
-        f32 = res.pop("float32")
-        for name, v in res.items():
-            if v["moved"]:
-                r.fail(f"hyper path '{name}' moved {v['moved']} of {v['values']} integer outputs on a stress z_hat "
-                       f"(model {e.name})")
-        rows.append([f"stress z ~ N(0, {STRESS_SCALE})", "-", e.name, "x".join(map(str, z.shape)),
-                     *[f"{v['moved']}/{v['values']}" for v in res.values()], f"{f32['moved']}/{f32['values']}"])
-        sens.append(f32["moved"])
+    for models in list(stores.values()):
+        for e in models.registry.entries:
+            if e.hash in done:
+                continue
+            done.add(e.hash)
+            model = models.decoder_model(e)
+            c = model.intnet.layers[0].weight.shape[2]
+            from models.intnet import Z_MAX
+            z = np.clip(np.round(rng.normal(0, STRESS_SCALE, (8, 12, c))), -Z_MAX, Z_MAX).astype(np.int32)
+            z[0, 0, :2] = Z_MAX, -Z_MAX
+            res = compare_hyper(model.intnet, z, 128, {**variants, "float32": float32_run})
+            f32 = res.pop("float32")
+            for name, v in res.items():
+                if v["moved"]:
+                    r.fail(f"hyper path '{name}' moved {v['moved']} of {v['values']} integer outputs on a stress "
+                           f"z_hat (model {e.name})")
+            nets = models.slice_nets(e)
+            rows.append([f"stress z ~ N(0, {STRESS_SCALE})", "-", "v3" if nets is not None else "v2", e.name,
+                         "x".join(map(str, z.shape)), *[f"{v['moved']}/{v['values']}" for v in res.values()],
+                         f"{f32['moved']}/{f32['values']}"])
+            sens.append(f32["moved"])
+            if nets is not None:
+                slice_rows.append(_slice_stress(r, e.name, model, nets, rng, slice_variants))
     r.tables.append(Table("Integer hyper path under perturbation: outputs moved vs the decoder's BLAS float64 path "
                           "(float32: a deliberately inexact path, shows the test's sensitivity; not a failure)",
-                          ["image", "target", "model", "z_hat", *variants, "float32"], rows))
+                          ["image", "target", "version", "model", "z_hat", *variants, "float32"], rows))
     r.figures["hyper_cases"] = len(rows)
     if sens:
         r.figures["float32_path_moved_outputs_on_stress_z"] = int(sum(sens))
+    if slice_rows:
+        r.tables.append(Table("Integer slice loop (bitstream v3) under perturbation: scale indexes, slice mu_q and "
+                              "y_hat_q moved vs the decoder's BLAS float64 path, from the parsed symbols",
+                              ["image", "target", "version", "model", "y_hat_q", "BLAS = decoder's parse",
+                               *(slice_variants or exact_slice_variants())], slice_rows))
+    r.figures["slice_loop_cases"] = len(slice_rows)
+
+
+# -- bitstream v3: the integer slice loop under perturbation ---------------------------------------------
+
+SliceVariant = Callable[[object, np.ndarray, np.ndarray, int, Callable], object]
+
+
+def _permuted_net(net, rng):
+    """A slice network with its input and hidden channels permuted: every sum in another order, same outputs."""
+    from models.charm import IntConvNet
+
+    class Permuted(IntConvNet):
+        def run(self, x_q, backend="blas"):
+            return super().run(np.asarray(x_q)[..., p_in], backend)
+    layers, prev = [], rng.permutation(net.in_channels)
+    p_in = prev
+    for i, l in enumerate(net.layers):
+        w, b = l.weight[:, :, prev, :], l.bias
+        if i < len(net.layers) - 1:
+            p = rng.permutation(w.shape[-1])
+            w, b, prev = w[..., p], b[p], p
+        layers.append(dataclasses.replace(l, weight=np.ascontiguousarray(w), bias=np.ascontiguousarray(b)))
+    return Permuted(layers)
+
+
+def permuted_slices(nets, seed: int = 0):
+    """The model's IntCharm with every slice (and LRP) network's channel order permuted."""
+    rng = np.random.default_rng(seed)
+    return dataclasses.replace(nets, cc=[_permuted_net(n, rng) for n in nets.cc],
+                               lrp=None if nets.lrp is None else [_permuted_net(n, rng) for n in nets.lrp])
+
+
+def exact_slice_variants() -> dict[str, SliceVariant]:
+    return {"int64": lambda nets, mu, ls, code, sym: nets.loop(mu, ls, code, sym, backend="int64"),
+            "tf-float64": lambda nets, mu, ls, code, sym: nets.loop(mu, ls, code, sym, backend="tf64"),
+            "blas-permuted-order": lambda nets, mu, ls, code, sym: permuted_slices(nets).loop(mu, ls, code, sym)}
+
+
+SLICE_FIELDS = ("scale_idx", "mu_q", "y_hat_q")
+
+
+def compare_slices(nets, mu_h, ls_h, code: int, symbols: np.ndarray, variants: dict[str, SliceVariant]):
+    """(the BLAS slice loop fed `symbols`, {variant: {moved, values}}): integers moved vs BLAS, per variant."""
+    depth = nets.slice_depth
+
+    def sym(i, idx, mu):
+        return symbols[..., i * depth:(i + 1) * depth]
+    ref = nets.loop(mu_h, ls_h, code, sym)
+    out = {}
+    for name, fn in variants.items():
+        res = fn(nets, mu_h, ls_h, code, sym)
+        out[name] = {"values": int(sum(getattr(ref, f).size for f in SLICE_FIELDS)),
+                     "moved": int(sum(np.count_nonzero(getattr(res, f) != getattr(ref, f)) for f in SLICE_FIELDS))}
+    return ref, out
+
+
+def _slice_stream(r: CheckResult, s, model, nets, parsed, variants) -> list:
+    variants = variants or exact_slice_variants()
+    mu_h, ls_h = model.intnet.run(parsed.z_hat, "blas")
+    ref, res = compare_slices(nets, mu_h, ls_h, parsed.header.delta_code, parsed.symbols, variants)
+    same = (np.array_equal(ref.scale_idx, parsed.scale_idx) and np.array_equal(ref.symbols, parsed.symbols)
+            and np.array_equal(ref.y_hat_q, parsed.y_hat_q))
+    if not same:
+        r.fail("decoder's v3 parse (scale indexes, y_hat_q) is not what its integer slice loop gives", **where(s))
+    for name, v in res.items():
+        if v["moved"]:
+            r.fail(f"slice loop '{name}' moved {v['moved']} of {v['values']} integers (scale indexes, mu_q, y_hat_q) "
+                   f"vs BLAS float64", **where(s))
+    return [s.image, f"{s.target:.2f}", "v3", model.entry.name, "x".join(map(str, parsed.y_hat_q.shape)),
+            "yes" if same else "NO", *[f"{v['moved']}/{v['values']}" for v in res.values()]]
+
+
+def _slice_stress(r: CheckResult, name: str, model, nets, rng, variants) -> list:
+    """Large hyper outputs and symbols (every activation far from zero) through the slice loop variants."""
+    from models import scale_table as S
+    from models.intnet import ACT_MAX
+    variants = variants or exact_slice_variants()
+    shape = (6, 8, nets.latent_channels)
+    mu_h = np.clip(np.round(rng.normal(0, ACT_MAX / 8, shape)), -ACT_MAX, ACT_MAX).astype(np.int32)
+    ls_h = rng.integers(S.LOG2_MIN_Q, S.LOG2_MAX_Q + 1, shape).astype(np.int32)
+    symbols = np.round(rng.normal(0, STRESS_SCALE, shape)).astype(np.int32)
+    _, res = compare_slices(nets, mu_h, ls_h, 128, symbols, variants)
+    for v_name, v in res.items():
+        if v["moved"]:
+            r.fail(f"slice loop '{v_name}' moved {v['moved']} of {v['values']} integers on a stress input "
+                   f"(model {name})")
+    return [f"stress mu ~ N(0, 2^19), s ~ N(0, {STRESS_SCALE})", "-", "v3", name, "x".join(map(str, shape)), "-",
+            *[f"{v['moved']}/{v['values']}" for v in res.values()]]
+
+
+def _synth_streams(streams: list) -> list:
+    """The first SYNTH_STREAMS streams of each bitstream version."""
+    out, per = [], {}
+    for s in streams:
+        v = version_of(s)
+        if per.get(v, 0) < SYNTH_STREAMS:
+            per[v] = per.get(v, 0) + 1
+            out.append(s)
+    return out
 
 
 def _synth_part(ctx, r: CheckResult, streams: list, eps: float = WEIGHT_EPS) -> None:
-    """Perturbed float synthesis weights: symbols fixed, reconstruction within one level."""
+    """Perturbed float synthesis weights: parse integers fixed, reconstruction within one level."""
     from decoder import decode as D
-    ref_models, pert_models = D.ModelCache(ctx.opts.registry), D.ModelCache(ctx.opts.registry)
+    ref_stores, pert_stores = Stores(ctx), Stores(ctx)
     rng = np.random.default_rng(ctx.opts.seed)
     perturbed, rows = set(), []
-    for s in streams[:SYNTH_STREAMS]:
+    for s in _synth_streams(streams):
         data = s.path.read_bytes()
         try:
-            h0, a = decode_in_process(data, ref_models)
-            parsed = D.parse(data, pert_models, D.Limits())
+            p0, a = decode_parsed(data, ref_stores.of(s))
+            parsed = D.parse(data, pert_stores.of(s), D.Limits())
         except D.DecodeError as e:
-            r.fail(f"cannot decode the encoder's stream: {e}", image=s.image, target=s.target)
+            r.fail(f"cannot decode the stream: {e}", **where(s))
             continue
-        model = pert_models.get(parsed.header)
+        model = pert_stores.of(s).get(parsed.header)
         if model.entry.hash not in perturbed:
             model.synthesis.set_weights([w * (1 + eps * rng.standard_normal(w.shape)).astype(np.float32)
                                          for w in model.synthesis.get_weights()])
             perturbed.add(model.entry.hash)
-        h1, b = decode_in_process(data, pert_models)
+        p1, b = decode_parsed(data, pert_stores.of(s))
+        k0, k1 = parse_ints(p0), parse_ints(p1)
+        moved = [k for k in PARSE_INTS if k0[k] != k1[k]]
         d, p = max_abs_diff(a, b), psnr(a, b)
-        if h1 != h0:
-            r.fail("parsed symbols changed when float synthesis weights were perturbed", image=s.image, target=s.target)
+        if moved:
+            r.fail(f"parse integers ({', '.join(moved)}) changed when float synthesis weights were perturbed",
+                   **where(s))
         if d > RECON_TOL:
             r.fail(f"reconstruction moved by {d} levels (> {RECON_TOL}) under a {eps:g} relative weight perturbation",
-                   image=s.image, target=s.target)
-        rows.append([s.image, f"{s.target:.2f}", "yes" if h1 == h0 else "NO", d, fmt_db(p)])
+                   **where(s))
+        rows.append([s.image, f"{s.target:.2f}", f"v{k0['version']}", "yes" if not moved else "NO", d, fmt_db(p)])
     r.tables.append(Table(f"Float synthesis weights x (1 + {eps:g} N(0,1))",
-                          ["image", "target", "symbols identical", "recon max |diff|", "PSNR vs unperturbed (dB)"],
-                          rows))
+                          ["image", "target", "version", "parse integers identical", "recon max |diff|",
+                           "PSNR vs unperturbed (dB)"], rows))
 
 
 def _compare(r: CheckResult, ref, run, streams: list, what: str, against: str, title: str, key: str) -> dict:
@@ -216,20 +354,26 @@ def _compare(r: CheckResult, ref, run, streams: list, what: str, against: str, t
     for c in cmp:
         s = by_name[c.stream]
         if c.error:
-            r.fail(c.error, image=s.image, target=s.target)
+            r.fail(c.error, **where(s))
         elif not c.symbols_equal:
-            r.fail(f"{what} parse differs from {against} parse (symbols_sha256_16)", image=s.image, target=s.target)
+            r.fail(f"{what} parse differs from {against} parse (symbols_sha256_16)", **where(s))
+        elif c.ints_differ:
+            r.fail(f"{what} parse integers differ from {against} parse: {', '.join(c.ints_differ)}", **where(s))
         elif c.max_diff > RECON_TOL:
-            r.fail(f"{what} reconstruction max |diff| {c.max_diff} > {RECON_TOL} vs {against}",
-                   image=s.image, target=s.target)
-    r.tables.append(Table(title, ["image", "target", "symbols identical", "recon max |diff|",
+            r.fail(f"{what} reconstruction max |diff| {c.max_diff} > {RECON_TOL} vs {against}", **where(s))
+    r.tables.append(Table(title, ["image", "target", "version", "symbols identical",
+                                  "y_hat_q (v3) / mu_q, scale idx identical", "recon max |diff|",
                                   f"PSNR {what.split()[0]} vs {against.split()[-1]} (dB)"],
                           [[by_name[c.stream].image, f"{by_name[c.stream].target:.2f}",
-                            "yes" if c.symbols_equal else "NO", c.max_diff if c.max_diff is not None else "-",
-                            fmt_db(c.psnr)] for c in cmp]))
+                            f"v{c.version if c.version is not None else version_of(by_name[c.stream])}",
+                            "yes" if c.symbols_equal else "NO",
+                            "-" if c.max_diff is None else ("yes" if not c.ints_differ else
+                                                            "NO: " + ", ".join(c.ints_differ)),
+                            c.max_diff if c.max_diff is not None else "-", fmt_db(c.psnr)] for c in cmp]))
     diffs = [c.max_diff for c in cmp if c.max_diff is not None]
     ps = [c.psnr for c in cmp if c.psnr is not None]
-    figures = {f"{key}_streams": len(cmp), f"{key}_symbols_identical": sum(c.symbols_equal for c in cmp),
+    figures = {f"{key}_streams": len(cmp), f"{key}_symbols_identical": sum(c.ints_equal for c in cmp),
+               f"{key}_v3_streams": sum(1 for c in cmp if (c.version or version_of(by_name[c.stream])) == 3),
                f"{key}_max_recon_diff": max(diffs) if diffs else None,
                f"{key}_min_psnr_db": fmt_db(min(ps)) if ps else "-"}
     r.figures.update(figures)
@@ -240,9 +384,9 @@ def _reference_and_other(ctx, streams: list, name: str, module: str):
     """The reference CPU decode, and a decode of the same streams by `python -m module` with the GPU visible
     and TF32 off: the two runs every parity comparison needs."""
     cpu = decode_runs(ctx, streams)[configs_for(ctx)[0].name]
-    cfg = RuntimeConfig(name, 0, {"NVIDIA_TF32_OVERRIDE": "0"})
-    run = run_decoder_batch(ctx.work / "decode_in", ctx.work / f"decoded_{name}", ctx.opts.registry, cfg,
-                            timeout=180 + 30 * len(streams), module=("-m", module), cpu_only=False)
+    cfg = RuntimeConfig(name, 0, {"NVIDIA_TF32_OVERRIDE": "0"}, entry=f"{module}:main")
+    run = run_decoder_batch(decode_groups(ctx, streams), ctx.work / f"decoded_{name}", cfg,
+                            timeout=180 + 30 * len(streams), cpu_only=False)
     return cpu, run
 
 
@@ -288,11 +432,15 @@ def _jax_part(ctx, r: CheckResult, streams: list) -> None:
 
 def check(ctx, gpus: list[str] | None = None) -> CheckResult:
     r = CheckResult("parity", True, "")
-    streams = subset(ctx)
-    if not streams:
+    if not subset(ctx):
         r.fail("no streams to test (nothing was encoded)")
+    streams = streams_for(ctx, r)
+    if not streams:
         r.summary = "no streams"
         return r
+    counts = version_counts(streams)
+    r.figures.update(streams=len(streams), streams_by_version={f"v{k}": n for k, n in counts.items()},
+                     v3_streams=counts.get(3, 0))
     backend = getattr(ctx.opts, "gpu_backend", "tf")
     gpus = (visible_gpus() if backend == "tf" else []) if gpus is None else gpus
     t0 = time.perf_counter()
@@ -308,11 +456,13 @@ def check(ctx, gpus: list[str] | None = None) -> CheckResult:
     r.figures["seconds_perturbation"] = round(time.perf_counter() - t0, 1)
     f = r.figures
     head = (f"GPU {f.get('gpu_device', '')}: {f.get('gpu_symbols_identical', 0)}/{f.get('gpu_streams', 0)} streams "
-            f"parse identically, recon max |diff| {f.get('gpu_max_recon_diff')}, min PSNR {f.get('gpu_min_psnr_db')} dB"
+            f"({f.get('gpu_v3_streams', 0)} v3) parse identically, recon max |diff| {f.get('gpu_max_recon_diff')}, "
+            f"min PSNR {f.get('gpu_min_psnr_db')} dB"
             ) if gpus else GPU_MSG
     if backend == "jax" and "jax_streams" in f and f.get("gpu_backend") != "jax":
         head += (f"; JAX backend on {f.get('jax_platform')}: {f.get('jax_symbols_identical')}/{f.get('jax_streams')} "
-                 f"parse identically, recon max |diff| {f.get('jax_max_recon_diff')} vs TF")
-    r.summary = (f"{head}; hyper path exact under {len(exact_variants())} perturbations on "
-                 f"{r.figures.get('hyper_cases', 0)} z_hat(s); {len(r.failures)} failure(s)")
+                 f"({f.get('jax_v3_streams', 0)} v3) parse identically, recon max |diff| {f.get('jax_max_recon_diff')} vs TF")
+    r.summary = (f"{head}; {len(streams)} streams ({describe_versions(streams)}); hyper path exact under "
+                 f"{len(exact_variants())} perturbations on {r.figures.get('hyper_cases', 0)} z_hat(s), v3 slice loop "
+                 f"on {r.figures.get('slice_loop_cases', 0)} case(s); {len(r.failures)} failure(s)")
     return r
