@@ -38,8 +38,10 @@ check: lint
 lint: $(STAMP)
 	$(VPY) -m ruff check .
 
+# Speed and memory (evaluation/BENCH.md), with bitstream v3 against v2 (--v3): the bench builds its v2/v3 model pair
+# from the committed base state by running `python -m training.bench_models` (cached in $TMPDIR).
 bench: $(STAMP)
-	$(VPY) -m evaluation.bench --include-8k --kodak "$(KODAK)" --out runs/bench
+	$(VPY) -m evaluation.bench --include-8k --v3 --kodak "$(KODAK)" --out runs/bench
 
 # The long jobs (tens of minutes on 2 cores); outputs under runs/ (git-ignored), resumable where noted.
 eval: $(STAMP)

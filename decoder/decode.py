@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,17 @@ from models.synthesis import HALO_LATENTS, TILE_LATENTS, Y_STRIDE, Z_STRIDE, syn
 from models.weights import DecoderModel, Entry, ModelStore
 
 BACKENDS = ("tf", "jax")
+
+# Optional instrumentation: stages(name) returns a context manager entered around each named stage of a decode:
+# "parse" (decode_bytes) with, inside it, "parse.range_decode_z", "parse.hyper_synthesis_int" and
+# "parse.range_decode_y" (v2) or "parse.slice_loop" (v3: slice networks and y range decoding, interleaved);
+# then "dequantize", "synthesis" and "to_uint8". None (the default) costs nothing and changes nothing.
+# evaluation/bench_worker.py times and measures memory with it.
+Stages = Callable[[str], AbstractContextManager]
+
+
+def _stage(stages: Stages | None, name: str) -> AbstractContextManager:
+    return nullcontext() if stages is None else stages(name)
 
 
 class DecodeError(ValueError):
@@ -121,7 +134,7 @@ class Parsed:
         return h.hexdigest()[:16]
 
 
-def parse(data: bytes, models: ModelStore, limits: Limits = Limits()) -> Parsed:
+def parse(data: bytes, models: ModelStore, limits: Limits = Limits(), stages: Stages | None = None) -> Parsed:
     if len(data) > limits.max_bytes:
         raise DecodeError(f"stream of {len(data)} bytes exceeds the {limits.max_bytes} byte limit")
     try:
@@ -139,17 +152,21 @@ def parse(data: bytes, models: ModelStore, limits: Limits = Limits()) -> Parsed:
     y_shape, z_shape = latent_shapes(header.width, header.height, m, n)
     try:
         z_idx = np.broadcast_to(np.arange(n, dtype=np.int32), z_shape)
-        z_hat = range_decode(stream.z, z_idx, model.z_table)
-        mu_q, log2_sigma_q = model.intnet.run(z_hat)
+        with _stage(stages, "parse.range_decode_z"):
+            z_hat = range_decode(stream.z, z_idx, model.z_table)
+        with _stage(stages, "parse.hyper_synthesis_int"):
+            mu_q, log2_sigma_q = model.intnet.run(z_hat)
         if slices is not None:                              # v3: the slice loop (decoder/BITSTREAM.md)
             if mu_q.shape != y_shape:
                 raise DecodeError(f"model produced latents {mu_q.shape}, expected {y_shape}")
-            res = CH.parse_slices(slices, stream.y, model.y_table, mu_q, log2_sigma_q, header.delta_code)
+            with _stage(stages, "parse.slice_loop"):
+                res = CH.parse_slices(slices, stream.y, model.y_table, mu_q, log2_sigma_q, header.delta_code)
             return Parsed(header, z_hat, mu_q, res.scale_idx, res.symbols, res.y_hat_q)
         idx = S.scale_index(log2_sigma_q, header.delta_code)
         if idx.shape != y_shape:
             raise DecodeError(f"model produced latents {idx.shape}, expected {y_shape}")
-        symbols = range_decode(stream.y, idx, model.y_table)
+        with _stage(stages, "parse.range_decode_y"):
+            symbols = range_decode(stream.y, idx, model.y_table)
     except CorruptStream as e:
         raise DecodeError(f"corrupt stream: {e}") from None
     return Parsed(header, z_hat, mu_q, idx, symbols)
@@ -161,13 +178,20 @@ def dequantize(parsed: Parsed) -> np.ndarray:
     return S.dequantize(parsed.symbols, parsed.mu_q, parsed.header.delta_code)
 
 
-def decode_bytes(data: bytes, models: ModelCache | None = None, limits: Limits = Limits()) -> np.ndarray:
-    """Stream bytes -> HxWx3 uint8 RGB."""
+def decode_bytes(data: bytes, models: ModelCache | None = None, limits: Limits = Limits(),
+                 stages: Stages | None = None) -> np.ndarray:
+    """Stream bytes -> HxWx3 uint8 RGB. `stages`: optional instrumentation (see `Stages`)."""
     models = models or ModelCache()
-    parsed = parse(data, models, limits)
+    with _stage(stages, "parse"):
+        parsed = parse(data, models, limits, stages)
     model = model_for(parsed.header, models)
-    x = synthesize(model.synthesis, dequantize(parsed))
-    return to_uint8(x, parsed.header.width, parsed.header.height)
+    with _stage(stages, "dequantize"):
+        y_hat = dequantize(parsed)
+    with _stage(stages, "synthesis"):
+        x = synthesize(model.synthesis, y_hat)
+    del y_hat                  # not kept alive through to_uint8 (~0.1 GB at 8K)
+    with _stage(stages, "to_uint8"):
+        return to_uint8(x, parsed.header.width, parsed.header.height)
 
 
 def read_stream(path: str | os.PathLike, limits: Limits = Limits()) -> bytes:

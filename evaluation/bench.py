@@ -43,6 +43,8 @@ GOAL_DECODE_S = 1.0            # 768x512 decode, start-up excluded
 GOAL_SEARCH_RATIO = 2.0        # rate-search encode <= 2x fixed-step encode
 GOAL_RSS_BYTES = 4e9           # 3840x2160 encode and decode peak RSS <= 4 GB
 GOAL_CLI_BEYOND_TF_S = 1.0     # whole decoder/decode.sh call <= bare `import tensorflow` + 1 s (issue 17, item 7)
+GOAL_V3_RATIO = 1.5            # bitstream v3 decode <= 1.5x v2 on CPU (issue 18)
+V3_LABELS = ("v2", "v3")
 MIB = 1 << 20
 
 
@@ -97,6 +99,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="whole `decoder/decode.sh` calls on the first size's stream, interleaved with as many bare "
                         "`python -c 'import tensorflow'` calls, for the CLI start-up figure; 0 skips it, as does "
                         "--inprocess (default 3)")
+    p.add_argument("--v3", action="store_true",
+                   help="also compare bitstream v3 (channel-wise slices) with v2 on one full-size network (issue "
+                        "18): decode time on Kodak (wall, CPU, v3/v2), kMAC/pixel of both decoders, and with "
+                        "--include-8k both decoders' 8K decode time and peak RSS. The two models are built from "
+                        "the committed base state by `python -m training.bench_models` (once, cached: --v3-dir)")
+    p.add_argument("--v3-dir", default=None, help="where the v2/v3 bench models are built / reused (default "
+                   "$TMPDIR/ratelock_bench_v3_<hash of their sources and the base state>)")
+    p.add_argument("--v3-images", type=int, default=24, help="Kodak images in the v3 comparison (default 24: all)")
+    p.add_argument("--v3-code", type=int, default=128, help="delta code of the v3 comparison's streams (default "
+                   "128: delta 1)")
     p.add_argument("--startup-only", action="store_true",
                    help="only the start-up figures: one rate-search encode of the first size makes the stream, then "
                         "the start-up workers and the CLI calls (about a minute; no anchors, no 8K)")
@@ -113,6 +125,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise BenchError("--runs must be >= 1")
     if a.cli_runs < 0:
         raise BenchError("--cli-runs must be >= 0")
+    if a.v3_images < 1 or not 0 <= a.v3_code <= 255:
+        raise BenchError("--v3-images must be >= 1 and --v3-code 0..255")
     return a
 
 
@@ -194,13 +208,45 @@ MODEL_FORMAT_SOURCES = ("models/weights.py", "models/coding.py", "models/entropy
                         "models/intnet.py", "models/transforms.py", "models/jax_transforms.py", "training/export.py")
 
 
-def _model_code_hash() -> str:
+def _model_code_hash(sources: tuple[str, ...] = MODEL_FORMAT_SOURCES) -> str:
     import hashlib
     h = hashlib.sha256()
-    for rel in MODEL_FORMAT_SOURCES:
+    for rel in sources:
         p = ROOT / rel
         h.update(p.read_bytes() if p.is_file() else b"-")
     return h.hexdigest()[:10]
+
+
+# What the v2/v3 bench pair is made of: rebuilt when any changes (the base state included).
+V3_SOURCES = MODEL_FORMAT_SOURCES + ("models/charm.py", "training/charm.py", "training/bench_models.py",
+                                     "training/configs/charm.yaml", "training/configs/base.yaml",
+                                     "models/checkpoints/base.npz")
+
+
+def resolve_v3_pair(args: argparse.Namespace) -> tuple[Path, dict]:
+    """(registry, {'v2': entry, 'v3': entry}) of the v2/v3 bench models, built first if needed.
+
+    evaluation/ may not import training/ (tests/test_structure.py): the models are built by running
+    `python -m training.bench_models` in a subprocess, as the development models are by training.export.
+    """
+    from models.charm import bitstream_version
+    from models.weights import load_registry
+    dev = Path(args.v3_dir) if args.v3_dir else \
+        Path(tempfile.gettempdir()) / f"ratelock_bench_v3_{_model_code_hash(V3_SOURCES)}"
+    reg = dev / "registry.yaml"
+    if not reg.is_file():
+        print(f"building the v2/v3 bench models into {dev} (python -m training.bench_models) ...", file=sys.stderr,
+              flush=True)
+        r = subprocess.run([sys.executable, "-m", "training.bench_models", "--out", str(dev)], cwd=ROOT, env=_env(),
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not reg.is_file():
+            raise BenchError(f"building the v2/v3 bench models failed: {r.stderr.strip().splitlines()[-1:]}")
+    pair: dict = {}
+    for e in load_registry(reg).entries:
+        pair.setdefault(f"v{bitstream_version(e.dec_path)}", e)
+    if set(V3_LABELS) - set(pair):
+        raise BenchError(f"{reg} needs a bitstream-v2 and a bitstream-v3 model, has {', '.join(sorted(pair))}")
+    return reg, pair
 
 
 def describe_registry(path: Path) -> str:
@@ -414,10 +460,11 @@ def run_bench(args: argparse.Namespace) -> int:
                         f"{size} {name} decode", {"op": "anchor_decode", "codec": name, "knob": knob,
                                                   "stream": str(ast), "width": w, "height": h, "runs": args.runs})
             img.unlink(missing_ok=True)
+        img8k = None
         if args.include_8k and not args.startup_only:
             w, h = SIZE_8K
             size = f"{w}x{h}"
-            img = work / f"{size}.npy"
+            img = img8k = work / f"{size}.npy"
             np.save(img, make_image(w, h, kodak, args.image))
             last = next((results[s, "ours", "encode_search"] for s in reversed([f"{a}x{b}" for a, b in sizes])
                          if _ok(results.get((s, "ours", "encode_search")))), None)
@@ -426,11 +473,13 @@ def run_bench(args: argparse.Namespace) -> int:
             results[size, "ours", "encode_fixed"] = runner(
                 f"{size} ours encode (fixed; only to make the 8K stream)",
                 {**common, "op": "encode_fixed", "image": str(img), "runs": 1, "stream_out": str(stream), **fixed})
-            img.unlink(missing_ok=True)
             if stream.is_file():
                 results[size, "ours", "decode"] = runner(f"{size} ours decode",
                                                          {**common, "op": "decode", "stream": str(stream),
                                                           "runs": args.runs_8k})
+        v3 = run_v3(args, runner, work, kodak, img8k) if args.v3 and not args.startup_only else None
+        if img8k is not None:
+            img8k.unlink(missing_ok=True)
         # Start-up: fresh processes that only get ready (import, registry, lazy model load, first-call trace).
         startup: dict[str, list[dict]] = {"decoder": [], "encoder": []}
         if first_stream is not None:
@@ -449,17 +498,63 @@ def run_bench(args: argparse.Namespace) -> int:
         else:
             notes.append(f"NOTE: images and streams kept in {work}")
 
-    text = report(args, registry, reg_desc, notes, results, startup, anchors, time.time() - started, cli)
+    text = report(args, registry, reg_desc, notes, results, startup, anchors, time.time() - started, cli, v3)
     print(text)
     (out_dir / "table.txt").write_text(text + "\n")
-    write_csv(out_dir / "bench.csv", results, startup, cli)
+    write_csv(out_dir / "bench.csv", results, startup, cli, v3)
     (out_dir / "results.json").write_text(json.dumps(
         {"command": command_line(), "registry": str(registry), "registry_description": reg_desc, "notes": notes,
          "results": [dict(r, size=k[0], codec=k[1], bench_op=k[2]) for k, r in results.items()],
-         "startup": startup, "cli_startup": cli}, indent=1, default=str))
+         "startup": startup, "cli_startup": cli, "v3": v3}, indent=1, default=str))
     print(f"\nwrote {out_dir / 'table.txt'}, {out_dir / 'bench.csv'}, {out_dir / 'results.json'}", file=sys.stderr)
-    failed = [r for r in runner.log if "error" in r] + ([cli] if cli and "error" in cli else [])
+    failed = [r for r in runner.log if "error" in r] + [x for x in (cli, v3) if x and "error" in x]
     return 1 if failed else 0
+
+
+def run_v3(args: argparse.Namespace, runner: Runner, work: Path, kodak: Path, image_8k: Path | None) -> dict:
+    """Bitstream v3 against v2 on one network (--v3): Kodak decodes, interleaved in one worker, then the 8K pair.
+
+    Both models' streams of an image are made at the same delta code (--v3-code); the v3 model's slice nets
+    start at zero output (training/bench_models.py), so both code the same symbols and the decode times
+    differ by the slice loop alone.
+    """
+    try:
+        registry, pair = resolve_v3_pair(args)
+    except BenchError as e:
+        return {"error": str(e)}
+    v3: dict[str, Any] = {"registry": str(registry), "description": describe_registry(registry), "code": args.v3_code,
+                          "models": {k: {"name": e.name, "target_index": e.target_index} for k, e in pair.items()}}
+    spec = {"registry": str(registry), "threads": args.threads}
+    files = sorted(kodak.glob("kodim*.png"))[:args.v3_images] if kodak.is_dir() else []
+    if not files:
+        v3["error"] = f"no Kodak images in {kodak} (the v3 comparison decodes Kodak)"
+        return v3
+    out = work / "v3"
+    out.mkdir(exist_ok=True)
+    enc = v3["encode"] = runner(
+        f"v3 vs v2: encode {len(files)} Kodak images with both models at delta code {args.v3_code} (set-up)",
+        {**spec, "op": "encode_set", "images": [str(f) for f in files], "delta_code": args.v3_code,
+         "models": {k: pair[k].target_index for k in V3_LABELS}, "out_dir": str(out)})
+    if _ok(enc):
+        v3["decode"] = runner(
+            f"v3 vs v2: decode {len(files)} Kodak images x {args.runs} run(s), interleaved",
+            {**spec, "op": "decode_set", "labels": list(V3_LABELS), "runs": args.runs,
+             "streams": [{k: s[k] for k in ("image", "label", "path")} for s in enc["streams"]]})
+    else:
+        v3["decode"] = {"error": f"encoding the Kodak streams failed: {enc.get('error')}"}
+    if image_8k is not None:
+        size = f"{SIZE_8K[0]}x{SIZE_8K[1]}"
+        v3["8k"] = {}
+        for k in V3_LABELS:
+            stream = out / f"{size}.{k}.rlk"
+            e = runner(f"{size} {k} bench model encode (fixed; only to make the stream)",
+                       {**spec, "op": "encode_fixed", "image": str(image_8k), "runs": 1, "stream_out": str(stream),
+                        "target_index": pair[k].target_index, "delta_code": args.v3_code})
+            v3["8k"][k] = {"encode": e}
+            if stream.is_file():
+                v3["8k"][k]["decode"] = runner(f"{size} {k} bench model decode",
+                                               {**spec, "op": "decode", "stream": str(stream), "runs": args.runs_8k})
+    return v3
 
 
 # --------------------------------------------------------------------------- CLI start-up
@@ -553,122 +648,159 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs{mem}{load}, nice {os.nice(0)}"
 
 
-def _stage(res: dict | None, name: str) -> float | None:
-    return res.get("stages", {}).get(name) if _ok(res) else None
+@dataclass
+class ReportData:
+    """What the section writers read: the run's arguments and every result, keyed (size, codec, op)."""
+
+    args: argparse.Namespace
+    results: dict
+    startup: dict
+    anchors: list[str]
+    cli: dict | None = None
+    v3: dict | None = None
+
+    @property
+    def sizes(self) -> list[str]:
+        return sorted({k[0] for k in self.results}, key=lambda s: [int(v) for v in s.split("x")][0] * 100000 +
+                      int(s.split("x")[1]))
+
+    def get(self, size: str, codec: str, op: str) -> dict | None:
+        return self.results.get((size, codec, op))
+
+    @property
+    def anchor_header(self) -> list[str]:
+        return [x for a in self.anchors for x in (a, f"ours/{a}")]
 
 
-def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed, cli: dict | None = None) -> str:
-    sizes = sorted({k[0] for k in results}, key=lambda s: [int(v) for v in s.split("x")][0] * 100000 +
-                   int(s.split("x")[1]))
-    get = lambda s, c, o: results.get((s, c, o))  # noqa: E731
-    L: list[str] = []
-    L.append("ratelock benchmark: " + command_line())
-    L.append(f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M')}; total {elapsed / 60:.1f} min")
-    L.append(f"models: {reg_desc}")
-    L.append(f"medians of {args.runs} run(s) per operation after a tiny warm-up (start-up excluded); each operation "
-             f"in a fresh process{' (NO: --inprocess, peak RSS is not per operation)' if args.inprocess else ''}")
-    L += notes
-    a_hdr = [x for a in anchors for x in (a, f"ours/{a}")]
+def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed, cli: dict | None = None,
+           v3: dict | None = None) -> str:
+    """The printed report (table.txt): a header, then one section per table, then the goals."""
+    d = ReportData(args, results, startup, anchors, cli, v3)
+    L = header_section(args, reg_desc, notes, elapsed)
+    for section in SECTIONS:
+        L += section(d)
+    return "\n".join(L)
 
-    # Encode
+
+def header_section(args, reg_desc: str, notes: list[str], elapsed: float) -> list[str]:
+    return ["ratelock benchmark: " + command_line(),
+            f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M')}; total {elapsed / 60:.1f} min",
+            f"models: {reg_desc}",
+            f"medians of {args.runs} run(s) per operation after a tiny warm-up (start-up excluded); each operation "
+            f"in a fresh process{' (NO: --inprocess, peak RSS is not per operation)' if args.inprocess else ''}",
+            *notes]
+
+
+def encode_section(d: ReportData) -> list[str]:
     rows = []
-    for s in sizes:
-        es, ef = get(s, "ours", "encode_search"), get(s, "ours", "encode_fixed")
+    for s in d.sizes:
+        es, ef = d.get(s, "ours", "encode_search"), d.get(s, "ours", "encode_fixed")
         if not (es or ef) or s == f"{SIZE_8K[0]}x{SIZE_8K[1]}" and not es:
             continue
         row = [s, fs(_med(es)), spread(es), fs(_med(ef)), spread(ef), ratio(_med(es), _med(ef))]
-        for a in anchors:
-            ae = get(s, a, "encode")
+        for a in d.anchors:
+            ae = d.get(s, a, "encode")
             row += [fs(_med(ae)), ratio(_med(es), _med(ae))]
         row.append(f"{es.get('analyses', '-')}/{es.get('probes', '-')}" if _ok(es) else "-")
         rows.append(row)
-    L.append("\nENCODE, seconds (median); ours/anchor uses the rate-search encode")
-    L.append(table(["size", "ours search", "min-max", "ours fixed", "min-max", "search/fixed", *a_hdr,
-                    "analyses/probes"], rows))
+    return ["\nENCODE, seconds (median); ours/anchor uses the rate-search encode",
+            table(["size", "ours search", "min-max", "ours fixed", "min-max", "search/fixed", *d.anchor_header,
+                   "analyses/probes"], rows)]
 
-    # Decode
+
+def decode_section(d: ReportData) -> list[str]:
     rows = []
-    for s in sizes:
-        d = get(s, "ours", "decode")
-        if not d:
+    for s in d.sizes:
+        r = d.get(s, "ours", "decode")
+        if not r:
             continue
-        row = [s, fs(_med(d)), spread(d), fs(d.get("first_s")) if _ok(d) else "-",
-               fs(d["width"] * d["height"] / 1e6 / d["median_s"], 1) if _ok(d) else "-"]
-        for a in anchors:
-            ad = get(s, a, "decode")
-            row += [fs(_med(ad)), ratio(_med(d), _med(ad))]
+        row = [s, fs(_med(r)), spread(r), fs(r.get("first_s")) if _ok(r) else "-",
+               fs(r["width"] * r["height"] / 1e6 / r["median_s"], 1) if _ok(r) else "-"]
+        for a in d.anchors:
+            ad = d.get(s, a, "decode")
+            row += [fs(_med(ad)), ratio(_med(r), _med(ad))]
         rows.append(row)
-    L.append("\nDECODE, seconds (median; 'first' = first decode at this size in the process, after warm-up)")
-    L.append(table(["size", "ours", "min-max", "ours first", "ours MP/s", *a_hdr], rows))
+    return ["\nDECODE, seconds (median; 'first' = first decode at this size in the process, after warm-up)",
+            table(["size", "ours", "min-max", "ours first", "ours MP/s", *d.anchor_header], rows)]
 
-    # Peak RSS
+
+def peak_rss_section(d: ReportData) -> list[str]:
     rows = []
-    for s in sizes:
-        row = [s] + [fmib(_rss(get(s, "ours", o))) for o in ("encode_search", "encode_fixed", "decode")]
-        for a in anchors:
-            row += [fmib(_rss(get(s, a, "encode"))), fmib(_rss(get(s, a, "decode")))]
-        d = get(s, "ours", "decode")
-        row.append(fmib(d.get("rss_ready_mb")) if _ok(d) else "-")
+    for s in d.sizes:
+        row = [s] + [fmib(_rss(d.get(s, "ours", o))) for o in ("encode_search", "encode_fixed", "decode")]
+        for a in d.anchors:
+            row += [fmib(_rss(d.get(s, a, "encode"))), fmib(_rss(d.get(s, a, "decode")))]
+        r = d.get(s, "ours", "decode")
+        row.append(fmib(r.get("rss_ready_mb")) if _ok(r) else "-")
         rows.append(row)
-    L.append("\nPEAK RSS, MiB (high-water mark of the operation's own process, VmHWM; for hevc the larger of "
-             "the worker and its ffmpeg child, ru_maxrss of RUSAGE_CHILDREN); "
-             "'dec ready' = decoder RSS after start-up, before decoding")
-    L.append(table(["size", "ours enc search", "ours enc fixed", "ours dec",
-                    *[x for a in anchors for x in (f"{a} enc", f"{a} dec")], "ours dec ready"], rows))
+    return ["\nPEAK RSS, MiB (high-water mark of the operation's own process, VmHWM; for hevc the larger of "
+            "the worker and its ffmpeg child, ru_maxrss of RUSAGE_CHILDREN); "
+            "'dec ready' = decoder RSS after start-up, before decoding",
+            table(["size", "ours enc search", "ours enc fixed", "ours dec",
+                   *[x for a in d.anchors for x in (f"{a} enc", f"{a} dec")], "ours dec ready"], rows)]
 
+
+def decode_memory_section(d: ReportData) -> list[str]:
     rows = []
-    for s in sizes:
-        d = get(s, "ours", "decode")
-        if not _ok(d) or not d.get("peak_rss_after_mb"):
+    for s in d.sizes:
+        r = d.get(s, "ours", "decode")
+        if not _ok(r) or not r.get("peak_rss_after_mb"):
             continue
-        pa = d["peak_rss_after_mb"]
-        rows.append([s, fmib(d.get("rss_ready_mb")), fmib(pa.get("parse")), fmib(pa.get("synthesis")),
-                     fmib(pa.get("to_uint8")), fmib(d.get("peak_rss_mb")),
-                     fs((d["peak_rss_mb"] - d["rss_ready_mb"]) * MIB / (d["width"] * d["height"]), 1)])
-    L.append("\nDECODE MEMORY, MiB: RSS when ready, then the process peak (VmHWM) after each stage of the "
-             "first run; B/px = (peak - ready) / pixels")
-    L.append(table(["size", "ready", "after parse", "after synthesis", "after to_uint8", "peak", "B/px"], rows))
+        pa = r["peak_rss_after_mb"]
+        rows.append([s, fmib(r.get("rss_ready_mb")), fmib(pa.get("parse")), fmib(pa.get("synthesis")),
+                     fmib(pa.get("to_uint8")), fmib(r.get("peak_rss_mb")), _bytes_per_px(r)])
+    return ["\nDECODE MEMORY, MiB: RSS when ready, then the process peak (VmHWM) after each stage of the "
+            "first run; B/px = (peak - ready) / pixels",
+            table(["size", "ready", "after parse", "after synthesis", "after to_uint8", "peak", "B/px"], rows)]
 
-    # Rates
-    rows = []
-    for s in sizes:
-        es = get(s, "ours", "encode_search") or get(s, "ours", "encode_fixed")
+
+def _bytes_per_px(r: dict) -> str:
+    return fs((r["peak_rss_mb"] - r["rss_ready_mb"]) * MIB / (r["width"] * r["height"]), 1)
+
+
+def rate_section(d: ReportData) -> list[str]:
+    args, rows = d.args, []
+    for s in d.sizes:
+        es = d.get(s, "ours", "encode_search") or d.get(s, "ours", "encode_fixed")
         row = [s, fs(es.get("bpp"), 4) if _ok(es) else "-",
                (f"{es.get('model')}/{es.get('delta_code')}" if _ok(es) else "-")]
-        for a in anchors:
-            ae = get(s, a, "encode")
+        for a in d.anchors:
+            ae = d.get(s, a, "encode")
             row += [fs(ae.get("bpp"), 4) if _ok(ae) else "-", f"{ae.get('knob'):g}" if _ok(ae) else "-"]
-        ef = get(s, "ours", "encode_fixed")
+        ef = d.get(s, "ours", "encode_fixed")
         row.append({True: "yes", False: "NO"}.get(ef.get("same_stream_as_search"), "-") if _ok(ef) else "-")
         rows.append(row)
-    L.append(f"\nRATE of the coded streams, bpp (ours: rate search at {args.target:g}; jpeg2000: requested "
-             f"{args.target:g}; hevc: " + ("QP rate-matched to the target per image" if args.hevc_qp == "match"
-                                           else f"QP {args.hevc_qp}") + ")")
-    L.append(table(["size", "ours", "ours model/delta code", *[x for a in anchors for x in (a, f"{a} knob")],
-                    "fixed == search stream"], rows))
+    return [f"\nRATE of the coded streams, bpp (ours: rate search at {args.target:g}; jpeg2000: requested "
+            f"{args.target:g}; hevc: " + ("QP rate-matched to the target per image" if args.hevc_qp == "match"
+                                          else f"QP {args.hevc_qp}") + ")",
+            table(["size", "ours", "ours model/delta code", *[x for a in d.anchors for x in (a, f"{a} knob")],
+                   "fixed == search stream"], rows)]
 
-    # Decode split
+
+def decode_split_section(d: ReportData) -> list[str]:
     rows = []
-    for s in sizes:
-        d = get(s, "ours", "decode")
-        if not _ok(d):
+    for s in d.sizes:
+        r = d.get(s, "ours", "decode")
+        if not _ok(r):
             continue
-        st = d["stages"]
+        st = r["stages"]
         parse = st.get("parse")
         z, hs, y = st.get("parse.range_decode_z"), st.get("parse.hyper_synthesis_int"), st.get("parse.range_decode_y")
         rest = st.get("parse.rest")
         syn = st.get("synthesis")
-        rows.append([s, fs(d["median_s"]), fs(parse), fs(z, 3), fs(hs, 3), fs(y, 3), fs(rest, 3),
+        rows.append([s, fs(r["median_s"]), fs(parse), fs(z, 3), fs(hs, 3), fs(y, 3), fs(rest, 3),
                      fs(st.get("dequantize"), 3), fs(syn), fs(st.get("to_uint8"), 3), fs(st.get("other"), 3),
-                     f"{100 * (parse or 0) / d['median_s']:.0f}/{100 * (syn or 0) / d['median_s']:.0f}"])
-    L.append("\nDECODE SPLIT, seconds (median per stage): parse = range decode z + integer hyper-synthesis + "
-             "range decode y (+ header, CRC, scale index)")
-    L.append(table(["size", "total", "parse", "range z", "int h_s", "range y", "parse rest", "dequant",
-                    "synthesis", "to_uint8", "other", "% parse/synth"], rows))
+                     f"{100 * (parse or 0) / r['median_s']:.0f}/{100 * (syn or 0) / r['median_s']:.0f}"])
+    return ["\nDECODE SPLIT, seconds (median per stage): parse = range decode z + integer hyper-synthesis + "
+            "range decode y (+ header, CRC, scale index)",
+            table(["size", "total", "parse", "range z", "int h_s", "range y", "parse rest", "dequant",
+                   "synthesis", "to_uint8", "other", "% parse/synth"], rows)]
 
-    # Synthesis profile
-    for s in sizes:
-        p = get(s, "ours", "profile_synthesis")
+
+def synthesis_profile_section(d: ReportData) -> list[str]:
+    out = []
+    for s in d.sizes:
+        p = d.get(s, "ours", "profile_synthesis")
         if not _ok(p):
             continue
         rows = [[l["name"], l["kind"], "x".join(str(v) for v in l["out_shape"]), fs(l["gmacs"]), fs(l["median_s"], 3),
@@ -676,16 +808,18 @@ def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed, 
                 for l in p["layers"]]
         tot = sum(l["gmacs"] for l in p["layers"])
         rows.append(["total", "", "", fs(tot), fs(p["median_s"], 3), fs(2 * tot / p["median_s"], 1)])
-        L.append(f"\nSYNTHESIS PROFILE at {s}, layer by layer (eager, whole image, median of {args.runs}; TF threads "
-                 f"intra {p['threads']['intra']} / inter {p['threads']['inter']} (0 = all cores), oneDNN "
-                 f"{p['onednn']})")
-        L.append(table(["layer", "kind", "output", "GMAC", "seconds", "GFLOP/s"], rows))
+        out.append(f"\nSYNTHESIS PROFILE at {s}, layer by layer (eager, whole image, median of {d.args.runs}; TF "
+                   f"threads intra {p['threads']['intra']} / inter {p['threads']['inter']} (0 = all cores), oneDNN "
+                   f"{p['onednn']})")
+        out.append(table(["layer", "kind", "output", "GMAC", "seconds", "GFLOP/s"], rows))
+    return out
 
-    # Encode split
+
+def encode_split_section(d: ReportData) -> list[str]:
     rows = []
-    for s in sizes:
+    for s in d.sizes:
         for op in ("encode_search", "encode_fixed"):
-            e = get(s, "ours", op)
+            e = d.get(s, "ours", op)
             if not _ok(e):
                 continue
             st = e["stages"]
@@ -693,20 +827,22 @@ def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed, 
                          fs(st.get("analysis.g_a")), fs(st.get("analysis.hyper_synthesis_int"), 3),
                          fs(st.get("code")), fs(st.get("range_encode")), fs(st.get("reconstruct")),
                          fs(st.get("other"), 3), f"{e.get('analyses')}/{e.get('probes')}"])
-    L.append("\nENCODE SPLIT, seconds (median per stage): analysis = g_a (tiled) + h_a + z coding + integer h_s, "
-             "once per candidate model; code = quantise + range-code y, once per probe; reconstruct = synthesis "
-             "to compare two in-band candidates")
-    L.append(table(["size", "mode", "total", "analysis", "g_a", "int h_s", "code", "range enc", "reconstruct",
-                    "other", "analyses/probes"], rows))
+    return ["\nENCODE SPLIT, seconds (median per stage): analysis = g_a (tiled) + h_a + z coding + integer h_s, "
+            "once per candidate model; code = quantise + range-code y, once per probe; reconstruct = synthesis "
+            "to compare two in-band candidates",
+            table(["size", "mode", "total", "analysis", "g_a", "int h_s", "code", "range enc", "reconstruct",
+                   "other", "analyses/probes"], rows)]
 
-    # Start-up
+
+def startup_section(d: ReportData) -> list[str]:
     rows = []
-    for who, rs in startup.items():
+    for who, rs in d.startup.items():
         ok = [r for r in rs if _ok(r)]
         if not ok:
             if rs:
                 rows.append([who, "ERROR: " + rs[0].get("error", "?")] + ["-"] * 9)
             continue
+
         def med(f, ok=ok):
             return statistics.median([f(r) for r in ok])
         interp = med(lambda r: r.get("interpreter_s", float("nan")))
@@ -719,105 +855,253 @@ def report(args, registry, reg_desc, notes, results, startup, anchors, elapsed, 
                      fs(med(lambda r: r.get("startup_s", float("nan")))),
                      f"{len(ok[0]['models_loaded'])}/{ok[0].get('models_distinct')}",
                      fmib(med(lambda r: r.get("rss_ready_mb", float("nan"))))])
-    L.append(f"\nSTART-UP, seconds (median of {args.runs} fresh processes): interpreter = spawn to worker main; "
-             "load = registry + lazy model load (encoder: Encoder()); trace = first call on a tiny input "
-             "(encoder: model load + trace of a 64x64 fixed encode)")
-    L.append(table(["process", "interpreter", "numpy", "tensorflow", "tfc", "codec imports", "load", "trace",
-                    "total to ready", "models loaded/distinct", "RSS ready MiB"], rows))
-
-    if cli and "error" not in cli:
-        rows = [[CLI_LABELS[k], fs(cli["median_s"][k]), f"{min(cli['wall_s'][k]):.2f}-{max(cli['wall_s'][k]):.2f}",
-                 fs(cli["cpu_median_s"][k])] for k in CLI_CALLS]
-        rows.append(["decode.sh - import tensorflow", fs(cli["beyond_tf_s"]), "", fs(cli["cpu_beyond_tf_s"])])
-        rows.append(["decode.sh - TF as the decoder imports it", fs(cli["beyond_decoder_tf_s"]), "",
-                     fs(cli["cpu_beyond_decoder_tf_s"])])
-        L.append(f"\nCLI START-UP, seconds (median of {cli['runs']} calls of each, interleaved, same interpreter): "
-                 f"a user's whole decode of the {cli['width']}x{cli['height']} stream ({cli['bytes']} bytes), start-up "
-                 "included, vs a bare TensorFlow import, and vs TensorFlow imported as the decoder does (without the "
-                 "JAX import TF makes when jax is installed); CPU = user + sys of the call")
-        L.append(table(["call", "wall", "min-max", "CPU"], rows))
-    elif cli:
-        L.append(f"\nCLI START-UP: ERROR: {cli['error']}")
-
-    L.append("\nGOALS")
-    L += goals(args, results, startup, cli)
-    return "\n".join(L)
+    return [f"\nSTART-UP, seconds (median of {d.args.runs} fresh processes): interpreter = spawn to worker main; "
+            "load = registry + lazy model load (encoder: Encoder()); trace = first call on a tiny input "
+            "(encoder: model load + trace of a 64x64 fixed encode)",
+            table(["process", "interpreter", "numpy", "tensorflow", "tfc", "codec imports", "load", "trace",
+                   "total to ready", "models loaded/distinct", "RSS ready MiB"], rows)]
 
 
-def goals(args, results, startup, cli: dict | None = None) -> list[str]:
-    out = []
-    mark = lambda ok: "goal met" if ok else "NOT MET"  # noqa: E731
-    d = results.get(("768x512", "ours", "decode"))
-    if _ok(d):
-        st = d["stages"]
-        out.append(f"[{mark(d['median_s'] <= GOAL_DECODE_S)}] decode 768x512 <= {GOAL_DECODE_S:.1f} s (start-up "
-                   f"excluded): {d['median_s']:.2f} s median (first {d['first_s']:.2f} s); parse "
-                   f"{st.get('parse', 0):.2f} s, synthesis {st.get('synthesis', 0):.2f} s")
-    else:
-        out.append("[not measured] decode 768x512 <= 1.0 s: no 768x512 decode in this run"
-                   + (f" ({d['error']})" if d else ""))
+def cli_section(d: ReportData) -> list[str]:
+    cli = d.cli
+    if not cli:
+        return []
+    if "error" in cli:
+        return [f"\nCLI START-UP: ERROR: {cli['error']}"]
+    rows = [[CLI_LABELS[k], fs(cli["median_s"][k]), f"{min(cli['wall_s'][k]):.2f}-{max(cli['wall_s'][k]):.2f}",
+             fs(cli["cpu_median_s"][k])] for k in CLI_CALLS]
+    rows.append(["decode.sh - import tensorflow", fs(cli["beyond_tf_s"]), "", fs(cli["cpu_beyond_tf_s"])])
+    rows.append(["decode.sh - TF as the decoder imports it", fs(cli["beyond_decoder_tf_s"]), "",
+                 fs(cli["cpu_beyond_decoder_tf_s"])])
+    return [f"\nCLI START-UP, seconds (median of {cli['runs']} calls of each, interleaved, same interpreter): "
+            f"a user's whole decode of the {cli['width']}x{cli['height']} stream ({cli['bytes']} bytes), start-up "
+            "included, vs a bare TensorFlow import, and vs TensorFlow imported as the decoder does (without the "
+            "JAX import TF makes when jax is installed); CPU = user + sys of the call",
+            table(["call", "wall", "min-max", "CPU"], rows)]
+
+
+# --------------------------------------------------------------------------- bitstream v3 vs v2 (issue 18)
+
+def v3_ratios(dec: dict) -> dict[str, float]:
+    """v3/v2 decode time per image (median of its runs), then the median over images; wall and CPU."""
+    out = {}
+    for kind in ("wall", "cpu"):
+        per = [statistics.median(r["v3"][f"{kind}_s"]) / statistics.median(r["v2"][f"{kind}_s"])
+               for r in dec["images"]]
+        out[kind], out[f"{kind}_min"], out[f"{kind}_max"] = statistics.median(per), min(per), max(per)
+    return out
+
+
+def _v3_error(d: ReportData) -> str | None:
+    """Why there is no v3 comparison to show, or None."""
+    if "error" in d.v3:
+        return d.v3["error"]
+    dec = d.v3.get("decode")
+    return None if _ok(dec) else (dec or {}).get("error", "not run")
+
+
+def v3_decode_section(d: ReportData) -> list[str]:
+    if d.v3 is None:
+        return []
+    why = _v3_error(d)
+    if why:
+        return [f"\nBITSTREAM V3 vs V2: ERROR: {why}"]
+    dec, r = d.v3["decode"], v3_ratios(d.v3["decode"])
+    rows = []
+    for k in V3_LABELS:
+        x = dec["labels"][k]
+        rows.append([k, x["model"], str(x["version"]), fs(x["mean_bpp"], 4), fs(x["median_wall_s"]),
+                     f"{x['min_wall_s']:.2f}-{x['max_wall_s']:.2f}", fs(x["median_cpu_s"]),
+                     "-" if k == "v2" else f"{r['wall']:.2f}x ({r['wall_min']:.2f}-{r['wall_max']:.2f})",
+                     "-" if k == "v2" else f"{r['cpu']:.2f}x ({r['cpu_min']:.2f}-{r['cpu_max']:.2f})"])
+    return [f"\nBITSTREAM V3 vs V2, DECODE on Kodak, seconds: {len(dec['images'])} images, delta code "
+            f"{d.v3['code']}, {d.args.runs} decode(s) of each image per model, interleaved in one process; "
+            "median over images of each image's median; CPU = process time (all threads); v3/v2 = median over "
+            "images of the per-image ratio (min-max). Models: " + d.v3["description"],
+            table(["model", "name", "bitstream", "bpp", "wall", "min-max", "CPU", "v3/v2 wall", "v3/v2 CPU"], rows)]
+
+
+def v3_split_section(d: ReportData) -> list[str]:
+    if d.v3 is None or _v3_error(d):
+        return []
+    rows = []
+    for k in V3_LABELS:
+        st = d.v3["decode"]["labels"][k]["stages"]
+        rows.append([k, fs(st.get("parse"), 3), fs(st.get("parse.range_decode_z"), 3),
+                     fs(st.get("parse.hyper_synthesis_int"), 3), fs(st.get("parse.range_decode_y"), 3),
+                     fs(st.get("parse.slice_loop"), 3), fs(st.get("parse.rest"), 3), fs(st.get("dequantize"), 3),
+                     fs(st.get("synthesis"), 3), fs(st.get("to_uint8"), 3), fs(st.get("other"), 3)])
+    return ["\nBITSTREAM V3 vs V2, DECODE SPLIT on Kodak, seconds (median per stage over all timed decodes): "
+            "slice loop = v3's slice networks and range decoding of y, slice by slice",
+            table(["model", "parse", "range z", "int h_s", "range y", "slice loop", "parse rest", "dequant",
+                   "synthesis", "to_uint8", "other"], rows)]
+
+
+def v3_complexity_section(d: ReportData) -> list[str]:
+    if d.v3 is None or _v3_error(d):
+        return []
+    labels = d.v3["decode"]["labels"]
+    base = labels["v2"]["kmac_per_pixel"]["total"]
+    rows = []
+    for k in V3_LABELS:
+        m = labels[k]["kmac_per_pixel"]
+        rows.append([k, fs(m["synthesis"]), fs(m["hyper_synthesis_int"]), fs(m["slice_nets"]), fs(m["total"]),
+                     f"{100 * (m['total'] / base - 1):+.1f} %"])
+    return ["\nDECODER COMPLEXITY, kMAC/pixel (multiply-accumulates per image pixel, thousands): synthesis g_s "
+            "+ integer hyper-synthesis + v3 slice networks; range coding and element-wise work not counted",
+            table(["model", "synthesis", "int h_s", "slice nets", "total", "vs v2"], rows)]
+
+
+def v3_8k_section(d: ReportData) -> list[str]:
+    if d.v3 is None or not d.v3.get("8k"):
+        return []
+    rows = []
+    for k in V3_LABELS:
+        r = (d.v3["8k"].get(k) or {}).get("decode")
+        if not _ok(r):
+            rows.append([k, "ERROR: " + (r or {}).get("error", "not run")] + ["-"] * 10)
+            continue
+        pa, rb = r.get("peak_rss_after_mb", {}), r.get("rss_before_mb", {})
+        y = "parse.slice_loop" if "parse.slice_loop" in pa else "parse.range_decode_y"
+        own = pa[y] - rb[y] if y in pa and y in rb and pa[y] > pa.get("parse.hyper_synthesis_int", 0) else None
+        enc = d.v3["8k"][k].get("encode") or {}
+        rows.append([k, fs(enc.get("bpp"), 4) if _ok(enc) else "-", fs(r["median_s"], 1), fmib(r.get("rss_ready_mb")),
+                     fmib(pa.get("parse.hyper_synthesis_int")), fmib(rb.get(y)), fmib(pa.get(y)), fmib(own),
+                     fmib(pa.get("synthesis")), fmib(pa.get("to_uint8")), fmib(_rss(r)), _bytes_per_px(r)])
+    return [f"\nBITSTREAM V3 vs V2 at {SIZE_8K[0]}x{SIZE_8K[1]}: decode seconds and memory, MiB (each decode in a "
+            "fresh process; 'after' = process peak (VmHWM) after the stage; 'y' = v3's slice loop, v2's range "
+            "decoding of y; 'y own' = its peak minus the RSS when it began, shown when it raised the peak)",
+            table(["model", "bpp", "decode s", "ready", "after int h_s", "y start RSS", "after y", "y own",
+                   "after synthesis", "after to_uint8", "peak", "B/px"], rows)]
+
+
+# --------------------------------------------------------------------------- goals
+
+def _mark(ok: bool) -> str:
+    return "goal met" if ok else "NOT MET"
+
+
+def goal_decode_768(d: ReportData) -> list[str]:
+    r = d.get("768x512", "ours", "decode")
+    if not _ok(r):
+        return ["[not measured] decode 768x512 <= 1.0 s: no 768x512 decode in this run"
+                + (f" ({r['error']})" if r else "")]
+    st = r["stages"]
+    return [f"[{_mark(r['median_s'] <= GOAL_DECODE_S)}] decode 768x512 <= {GOAL_DECODE_S:.1f} s (start-up "
+            f"excluded): {r['median_s']:.2f} s median (first {r['first_s']:.2f} s); parse "
+            f"{st.get('parse', 0):.2f} s, synthesis {st.get('synthesis', 0):.2f} s"]
+
+
+def goal_search_ratio(d: ReportData) -> list[str]:
     ratios = []
-    for (s, c, o), es in results.items():
+    for (s, c, o), es in d.results.items():
         if c == "ours" and o == "encode_search":
-            ef = results.get((s, "ours", "encode_fixed"))
+            ef = d.get(s, "ours", "encode_fixed")
             if _ok(es) and _ok(ef):
                 ratios.append((s, es["median_s"] / ef["median_s"], es["median_s"], ef["median_s"],
                                es.get("analyses"), es.get("probes")))
-    if ratios:
-        ok = all(r[1] <= GOAL_SEARCH_RATIO for r in ratios)
-        detail = "; ".join(f"{s}: {r:.2f}x ({a:.2f} / {b:.2f} s, {n} analyses, {p} probes)"
-                           for s, r, a, b, n, p in ratios)
-        out.append(f"[{mark(ok)}] encode with rate search <= {GOAL_SEARCH_RATIO:.0f}x fixed-step encode: {detail}")
-    else:
-        out.append("[not measured] rate-search vs fixed encode")
-    s4k = "3840x2160"
-    r4 = {o: results.get((s4k, "ours", o)) for o in ("encode_search", "encode_fixed", "decode")}
-    if all(_ok(r) for r in r4.values()):
-        peaks = {o: _rss(r) * MIB for o, r in r4.items()}
-        ok = all(v <= GOAL_RSS_BYTES for v in peaks.values()) and all(r.get("rss_isolated") for r in r4.values())
-        out.append(f"[{mark(ok)}] 3840x2160 peak RSS <= 4 GB: " + ", ".join(
-            f"{o} {v / 1e9:.2f} GB" for o, v in peaks.items())
-            + ("" if all(r.get("rss_isolated") for r in r4.values()) else " (not isolated: --inprocess)"))
-    else:
-        out.append("[not measured] 3840x2160 peak RSS <= 4 GB (size not in --sizes or a run failed)")
-    d8 = results.get((f"{SIZE_8K[0]}x{SIZE_8K[1]}", "ours", "decode"))
+    if not ratios:
+        return ["[not measured] rate-search vs fixed encode"]
+    ok = all(r[1] <= GOAL_SEARCH_RATIO for r in ratios)
+    detail = "; ".join(f"{s}: {r:.2f}x ({a:.2f} / {b:.2f} s, {n} analyses, {p} probes)"
+                       for s, r, a, b, n, p in ratios)
+    return [f"[{_mark(ok)}] encode with rate search <= {GOAL_SEARCH_RATIO:.0f}x fixed-step encode: {detail}"]
+
+
+def goal_rss_4k(d: ReportData) -> list[str]:
+    r4 = {o: d.get("3840x2160", "ours", o) for o in ("encode_search", "encode_fixed", "decode")}
+    if not all(_ok(r) for r in r4.values()):
+        return ["[not measured] 3840x2160 peak RSS <= 4 GB (size not in --sizes or a run failed)"]
+    peaks = {o: _rss(r) * MIB for o, r in r4.items()}
+    isolated = all(r.get("rss_isolated") for r in r4.values())
+    ok = all(v <= GOAL_RSS_BYTES for v in peaks.values()) and isolated
+    return [f"[{_mark(ok)}] 3840x2160 peak RSS <= 4 GB: " + ", ".join(f"{o} {v / 1e9:.2f} GB" for o, v in peaks.items())
+            + ("" if isolated else " (not isolated: --inprocess)")]
+
+
+def goal_8k(d: ReportData) -> list[str]:
+    d8 = d.get(f"{SIZE_8K[0]}x{SIZE_8K[1]}", "ours", "decode")
     if d8 is None:
-        out.append("[not measured] 7680x4320 decodes without running out of memory (use --include-8k)")
-    elif _ok(d8):
-        out.append(f"[goal met] 7680x4320 decodes without running out of memory: {d8['median_s']:.1f} s, peak RSS "
-                   f"{_rss(d8) / 1024:.2f} GiB ({_rss(d8) * MIB / 1e9:.2f} GB)")
-    else:
-        out.append(f"[NOT MET] 7680x4320 decode failed: {d8['error']}")
-    dec = [r for r in startup.get("decoder", []) if _ok(r)]
+        return ["[not measured] 7680x4320 decodes without running out of memory (use --include-8k)"]
+    if not _ok(d8):
+        return [f"[NOT MET] 7680x4320 decode failed: {d8['error']}"]
+    return [f"[goal met] 7680x4320 decodes without running out of memory: {d8['median_s']:.1f} s, peak RSS "
+            f"{_rss(d8) / 1024:.2f} GiB ({_rss(d8) * MIB / 1e9:.2f} GB)"]
+
+
+def goal_startup(d: ReportData) -> list[str]:
+    dec = [r for r in d.startup.get("decoder", []) if _ok(r)]
     if dec and not dec[0].get("rss_isolated"):
-        out.append("[not measured] start-up / lazy loading: needs fresh processes (not --inprocess)")
-    elif dec:
-        r = dec[0]
-        loaded, distinct = len(r["models_loaded"]), r.get("models_distinct")
-        extra = r.get("encoder_side_modules", [])
-        ok = loaded == 1 and not extra
-        t = statistics.median([x.get("startup_s", float("nan")) for x in dec])
-        imp = statistics.median([x.get("import_s", float("nan")) for x in dec])
-        ld = statistics.median([x.get("load_s", float("nan")) for x in dec])
-        unneeded = r.get("unneeded_modules", [])
-        out.append(f"[{mark(ok and not unneeded)}] start-up loads only the model the stream needs: decoder loaded "
-                   f"{loaded} of {distinct} distinct model(s), encoder-side modules imported: "
-                   f"{', '.join(extra) or 'none'}, packages it does not need: {', '.join(unneeded) or 'none'}; "
-                   f"start-up {t:.1f} s median (imports {imp:.1f} s, model load {ld:.2f} s)")
-    else:
-        out.append("[not measured] start-up / lazy loading")
+        return ["[not measured] start-up / lazy loading: needs fresh processes (not --inprocess)"]
+    if not dec:
+        return ["[not measured] start-up / lazy loading"]
+    r = dec[0]
+    loaded, distinct = len(r["models_loaded"]), r.get("models_distinct")
+    extra = r.get("encoder_side_modules", [])
+    ok = loaded == 1 and not extra
+    t = statistics.median([x.get("startup_s", float("nan")) for x in dec])
+    imp = statistics.median([x.get("import_s", float("nan")) for x in dec])
+    ld = statistics.median([x.get("load_s", float("nan")) for x in dec])
+    unneeded = r.get("unneeded_modules", [])
+    return [f"[{_mark(ok and not unneeded)}] start-up loads only the model the stream needs: decoder loaded "
+            f"{loaded} of {distinct} distinct model(s), encoder-side modules imported: "
+            f"{', '.join(extra) or 'none'}, packages it does not need: {', '.join(unneeded) or 'none'}; "
+            f"start-up {t:.1f} s median (imports {imp:.1f} s, model load {ld:.2f} s)"]
+
+
+def goal_cli(d: ReportData) -> list[str]:
+    cli = d.cli
     goal = f"whole decoder/decode.sh call <= bare `import tensorflow` + {GOAL_CLI_BEYOND_TF_S:.1f} s"
     if cli is None:
-        out.append(f"[not measured] {goal} ({'--inprocess' if args.inprocess else '--cli-runs 0, or no stream'})")
-    elif "error" in cli:
-        out.append(f"[NOT MET] {goal}: {cli['error']}")
+        return [f"[not measured] {goal} ({'--inprocess' if d.args.inprocess else '--cli-runs 0, or no stream'})"]
+    if "error" in cli:
+        return [f"[NOT MET] {goal}: {cli['error']}"]
+    m = cli["median_s"]
+    return [f"[{_mark(cli['beyond_tf_s'] <= GOAL_CLI_BEYOND_TF_S)}] {goal}: {m['decode_sh']:.2f} s vs "
+            f"{m['import_tensorflow']:.2f} s, {cli['beyond_tf_s']:+.2f} s (CPU {cli['cpu_beyond_tf_s']:+.2f} s), "
+            f"median of {cli['runs']}, {cli['width']}x{cli['height']}; beyond TF imported as the decoder does "
+            f"(no JAX): {cli['beyond_decoder_tf_s']:+.2f} s (CPU {cli['cpu_beyond_decoder_tf_s']:+.2f} s)"]
+
+
+def goal_v3(d: ReportData) -> list[str]:
+    """Only with --v3: the slice loop's decode cost on Kodak (issue 18's bound) and the 8K decode."""
+    if d.v3 is None:
+        return []
+    goal = f"bitstream v3 decode <= {GOAL_V3_RATIO:.1f}x v2 on CPU (Kodak)"
+    why = _v3_error(d)
+    if why:
+        return [f"[NOT MET] {goal}: {why}"]
+    dec, r = d.v3["decode"], v3_ratios(d.v3["decode"])
+    lab = dec["labels"]
+    km = {k: lab[k]["kmac_per_pixel"]["total"] for k in V3_LABELS}
+    out = [f"[{_mark(max(r['wall'], r['cpu']) <= GOAL_V3_RATIO)}] {goal}: wall {r['wall']:.2f}x, CPU time "
+           f"{r['cpu']:.2f}x (median over {len(dec['images'])} images of the per-image ratio; v2 "
+           f"{lab['v2']['median_wall_s']:.2f} s, v3 {lab['v3']['median_wall_s']:.2f} s wall median); "
+           f"{km['v2']:.1f} -> {km['v3']:.1f} kMAC/pixel"]
+    k8 = d.v3.get("8k")
+    if not k8:
+        out.append(f"[not measured] {SIZE_8K[0]}x{SIZE_8K[1]} v3 decode memory (use --include-8k)")
+        return out
+    r2, r3 = (k8.get(k, {}).get("decode") for k in V3_LABELS)
+    if not _ok(r3):
+        out.append(f"[NOT MET] {SIZE_8K[0]}x{SIZE_8K[1]} v3 decode failed: {(r3 or {}).get('error', 'not run')}")
     else:
-        m = cli["median_s"]
-        out.append(f"[{mark(cli['beyond_tf_s'] <= GOAL_CLI_BEYOND_TF_S)}] {goal}: {m['decode_sh']:.2f} s vs "
-                   f"{m['import_tensorflow']:.2f} s, {cli['beyond_tf_s']:+.2f} s (CPU {cli['cpu_beyond_tf_s']:+.2f} s), "
-                   f"median of {cli['runs']}, {cli['width']}x{cli['height']}; beyond TF imported as the decoder does "
-                   f"(no JAX): {cli['beyond_decoder_tf_s']:+.2f} s (CPU {cli['cpu_beyond_decoder_tf_s']:+.2f} s)")
+        v2 = f"{_rss(r2) / 1024:.2f} GiB, {r2['median_s']:.1f} s" if _ok(r2) else "failed"
+        out.append(f"[goal met] {SIZE_8K[0]}x{SIZE_8K[1]} v3 decodes without running out of memory: "
+                   f"{r3['median_s']:.1f} s, peak RSS {_rss(r3) / 1024:.2f} GiB (v2 on the same image: {v2})")
     return out
+
+
+GOALS = (goal_decode_768, goal_search_ratio, goal_rss_4k, goal_8k, goal_startup, goal_cli, goal_v3)
+
+
+def goals_section(d: ReportData) -> list[str]:
+    return ["\nGOALS"] + [line for goal in GOALS for line in goal(d)]
+
+
+SECTIONS = (encode_section, decode_section, peak_rss_section, decode_memory_section, rate_section,
+            decode_split_section, synthesis_profile_section, encode_split_section, startup_section, cli_section,
+            v3_decode_section, v3_split_section, v3_complexity_section, v3_8k_section, goals_section)
 
 
 CSV_FIELDS = ["size", "codec", "op", "runs", "median_s", "min_s", "max_s", "first_s", "times", "mpix_per_s", "bytes",
@@ -847,8 +1131,17 @@ def _row(size: str, codec: str, op: str, r: dict) -> dict:
     return row
 
 
-def write_csv(path: Path, results: dict, startup: dict, cli: dict | None = None) -> None:
+def write_csv(path: Path, results: dict, startup: dict, cli: dict | None = None, v3: dict | None = None) -> None:
     rows = [_row(*k, r) for k, r in results.items()]
+    if v3 and _ok(v3.get("decode")):
+        for k, x in v3["decode"]["labels"].items():
+            rows.append({"size": "kodak", "codec": f"ours_{k}", "op": "decode_kodak", "runs": len(
+                v3["decode"]["images"]), "median_s": x["median_wall_s"], "min_s": x["min_wall_s"],
+                "max_s": x["max_wall_s"], "cpu_median_s": x["median_cpu_s"], "bpp": x["mean_bpp"], "model": x["model"],
+                "delta_code": v3["code"], **{f"kmac_{n}": v for n, v in x["kmac_per_pixel"].items()},
+                **{f"stage_{n}_s": v for n, v in x["stages"].items()}, "error": ""})
+    for k, ops in ((v3 or {}).get("8k") or {}).items():
+        rows += [_row(f"{SIZE_8K[0]}x{SIZE_8K[1]}", f"ours_{k}", op, r) for op, r in ops.items()]
     for who, rs in startup.items():
         rows += [_row("-", "ours", f"startup_{who}", r) for r in rs]
     if cli and "error" not in cli:

@@ -11,19 +11,24 @@ Ops (spec["op"]):
   startup_encode  import + Encoder() + load of the model a fixed encode needs + first-call trace
   decode          ours: decoder.decode.decode_bytes(stream), `runs` times after a tiny warm-up
   profile_synthesis  ours: each synthesis step timed on the stream's whole y_hat (where decode time goes)
+  decode_set      ours: several models' streams of the same images (bitstream v2 vs v3), decoded interleaved,
+                  image by image, `runs` times each: wall and CPU seconds per decode, stages and kMAC/pixel per model
   encode_search   ours: Encoder.encode(rgb, target) (full rate search)
   encode_fixed    ours: Encoder.encode_fixed(rgb, model_index, delta_code) (no search)
+  encode_set      ours: Encoder.encode_fixed of each image with each named model at one delta code (untimed set-up)
   anchor_match    evaluation.ratematch.match_rate of an anchor's knob to a target bpp (set-up, untimed)
   anchor_encode   evaluation.codecs anchor: codec.encode(rgb, knob)
   anchor_decode   evaluation.codecs anchor: codec.decode(stream, h, w)
 
 Timings of the codec's own functions are taken around the official entry points
-(decode_bytes, Encoder.encode, Encoder.encode_fixed); the per-stage split comes
-from thin timing wrappers installed on the module-level functions those entry
-points call (decoder.decode.parse / dequantize / synthesize / to_uint8 /
-range_decode, IntHyperSynthesis.run, EncoderModel.transform / analyse,
-Analysed.code / reconstruct, models.coding.encode). A stage whose function no
-longer exists is simply not reported.
+(decode_bytes, Encoder.encode, Encoder.encode_fixed). The decoder's per-stage split
+comes from its own hook: `decode_bytes(..., stages=Stages())` enters `stages(name)`
+around parse (with range decoding of z, the integer hyper-synthesis, and range
+decoding of y or the v3 slice loop inside it), dequantize, synthesis and to_uint8;
+nothing in the decoder is replaced. The encoder's split still comes from thin timing
+wrappers installed on the functions Encoder calls (EncoderModel.transform / analyse,
+IntHyperSynthesis.run, Analysed.code / reconstruct, models.coding.encode) and removed
+afterwards; a stage whose function no longer exists is simply not reported.
 
 Peak RSS is the process's high-water mark at the end: VmHWM from /proc/self/status
 on Linux (see `peak_rss_mb` for why not ru_maxrss alone), ru_maxrss elsewhere; both
@@ -33,6 +38,7 @@ getrusage(RUSAGE_CHILDREN).ru_maxrss (ffmpeg's peak).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -40,7 +46,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +115,11 @@ def peak_rss_mb() -> float:
 
 
 class Stages:
-    """Accumulates seconds per named stage; wrappers add to it while `active`."""
+    """Accumulates seconds per named stage while `active`.
+
+    `stages(name)` is a context manager: the decoder's hook (decoder.decode.decode_bytes(..., stages=...))
+    and the encoder's timing wrappers (`wrap`) both time through it.
+    """
 
     def __init__(self) -> None:
         self.acc: dict[str, float] = {}
@@ -127,8 +137,20 @@ class Stages:
             self.acc[name] = self.acc.get(name, 0.0) + dt
             self.calls[name] = self.calls.get(name, 0) + 1
 
-    def wrap(self, owner: Any, attr: str, name: str | Callable[[int], str]) -> bool:
-        """Replace owner.attr by a timing wrapper; False if it does not exist."""
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.active and self.record_mem:
+            self.rss_before[name] = current_rss_mb()
+        t = _now()
+        try:
+            yield
+        finally:
+            self.add(name, _now() - t)
+            if self.active and self.record_mem:
+                self.peak_after[name] = peak_rss_mb()
+
+    def wrap(self, owner: Any, attr: str, name: str) -> bool:
+        """Replace owner.attr by a timing wrapper (the encoder, which has no hook); False if it does not exist."""
         fn = getattr(owner, attr, None)
         if fn is None or not callable(fn):
             return False
@@ -136,18 +158,8 @@ class Stages:
 
         @functools.wraps(fn)
         def timed(*a, **k):
-            if stages.active and stages.record_mem and not callable(name):
-                stages.rss_before[name] = current_rss_mb()
-            t = _now()
-            try:
+            with stages(name):
                 return fn(*a, **k)
-            finally:
-                label = name(stages.calls.get(attr + "#", 0)) if callable(name) else name
-                if stages.active:
-                    stages.calls[attr + "#"] = stages.calls.get(attr + "#", 0) + 1
-                stages.add(label, _now() - t)
-                if stages.active and stages.record_mem:
-                    stages.peak_after[label] = peak_rss_mb()
 
         _patch(owner, attr, timed)
         return True
@@ -244,16 +256,8 @@ def _op_decode(spec: dict, res: dict) -> None:
     if spec["op"] == "startup_decode":
         return
     st = Stages()
-    st.wrap(D, "parse", "parse")
-    st.wrap(D, "range_decode", lambda i: "parse.range_decode_z" if i % 2 == 0 else "parse.range_decode_y")
-    from models import intnet
-    st.wrap(intnet.IntHyperSynthesis, "run", "parse.hyper_synthesis_int")
-    st.wrap(D, "dequantize", "dequantize")
-    st.wrap(D, "synthesize", "synthesis")
-    st.wrap(D, "to_uint8", "to_uint8")
-    if spec.get("untiled"):   # memory test only: synthesis in one piece, to show what tiling saves
-        _patch(D, "synthesize", functools.partial(D.synthesize, tile=1 << 30))
     limits = D.Limits(max_pixels=int(spec.get("max_pixels", 100_000_000)))
+    decode = _decode_untiled if spec.get("untiled") else D.decode_bytes
     times, stages = [], []
     out = None
     for _ in range(int(spec["runs"])):
@@ -261,7 +265,7 @@ def _op_decode(spec: dict, res: dict) -> None:
         st.reset()
         st.active = True
         t = _now()
-        out = D.decode_bytes(data, models, limits)
+        out = decode(data, models, limits, stages=st)
         times.append(_now() - t)
         st.active = st.record_mem = False
         stages.append(_with_other(st.acc, times[-1], DECODE_TOP))
@@ -276,6 +280,21 @@ def _op_decode(spec: dict, res: dict) -> None:
     if spec.get("out_npy"):
         import numpy as np
         np.save(spec["out_npy"], out)
+
+
+def _decode_untiled(data: bytes, models, limits, stages: Stages) -> Any:
+    """decode_bytes with the synthesis in one piece (the memory test shows what tiling saves); same stages."""
+    from decoder import decode as D
+    with stages("parse"):
+        parsed = D.parse(data, models, limits, stages)
+    model = D.model_for(parsed.header, models)
+    with stages("dequantize"):
+        y_hat = D.dequantize(parsed)
+    with stages("synthesis"):
+        x = D.synthesize(model.synthesis, y_hat, tile=1 << 30)
+    del y_hat
+    with stages("to_uint8"):
+        return D.to_uint8(x, parsed.header.width, parsed.header.height)
 
 
 def _op_profile_synthesis(spec: dict, res: dict) -> None:
@@ -316,6 +335,121 @@ def _step_macs(kind: str, wshape: tuple, out_shape) -> float:
     if kind == "igdn":
         return float(h * w * c * c)
     return 0.0
+
+
+def decoder_kmac_per_pixel(model, slices=None) -> dict[str, float]:
+    """The decoder's multiply-accumulates per image pixel, in thousands (the complexity figure of the JPEG AI call).
+
+    synthesis: g_s's transposed convolutions (k*k/4 taps per output position at stride 2) and inverse GDNs
+    (C*C), counted as `_step_macs` counts them, from y (1/16 of the image side) up; hyper_synthesis_int: the
+    integer h_s from z (1/64) to y; slice_nets: bitstream v3's slice networks (models.charm.IntCharm), 0 for v2.
+    """
+    syn, f = 0.0, 1.0 / 16
+    for _, kind, wshape, _ in model.synthesis.steps():
+        if kind == "deconv":
+            f *= 2
+            kh, kw, a, b = wshape
+            syn += f * f * kh * kw * a * b / 4
+        elif kind == "igdn":
+            syn += f * f * wshape[0] * wshape[1]
+    hs, f = 0.0, 1.0 / 64
+    for layer in model.intnet.layers:
+        kh, kw, cin, cout = layer.weight.shape
+        s = layer.stride if layer.kind == "deconv" else 1
+        f *= s
+        hs += f * f * kh * kw * cin * cout / (s * s)
+    out = {"synthesis": syn / 1e3, "hyper_synthesis_int": hs / 1e3,
+           "slice_nets": slices.macs_per_pixel() / 1e3 if slices is not None else 0.0}
+    out["total"] = sum(out.values())
+    return out
+
+
+def _op_decode_set(spec: dict, res: dict) -> None:
+    """Streams of the same images from several models, decoded image by image with the models interleaved.
+
+    Interleaving puts every model's decodes of an image at the same moment on a shared machine, so their
+    ratio is fair under a changing load. The order of the models alternates from run to run. Wall seconds
+    (perf_counter) and CPU seconds (process_time: this process, all its threads) per decode.
+    """
+    _import_tf(res, decoder=True)
+    from models.runtime import configure
+    configure(int(spec.get("threads", 0)))
+    from decoder import decode as D
+    from decoder.bitstream import parse_header
+    models = D.ModelCache(spec.get("registry"))
+    labels = list(spec["labels"])
+    images: dict[str, dict[str, bytes]] = {}
+    for s in spec["streams"]:
+        images.setdefault(s["image"], {})[s["label"]] = Path(s["path"]).read_bytes()
+    per_label: dict[str, dict[str, Any]] = {k: {"stages": []} for k in labels}
+    warm: set = set()
+    for streams in images.values():               # load each model; warm up each (model, image shape) once
+        for label in labels:
+            h = parse_header(streams[label])
+            if "kmac_per_pixel" not in per_label[label]:
+                entry = D.entry_for(h, models)
+                per_label[label].update(model=entry.name, version=h.version, kmac_per_pixel=decoder_kmac_per_pixel(
+                    models.decoder_model(entry), models.slice_nets(entry)))
+            if (label, h.width, h.height) not in warm:
+                warm.add((label, h.width, h.height))
+                D.decode_bytes(streams[label], models)
+    res["rss_ready_mb"] = current_rss_mb()
+    st = Stages()
+    st.record_mem = False
+    rows = []
+    for name, streams in images.items():
+        h = parse_header(streams[labels[0]])
+        row: dict[str, Any] = {"image": name, "width": h.width, "height": h.height}
+        for k in labels:
+            row[k] = {"bytes": len(streams[k]), "bpp": 8.0 * len(streams[k]) / (h.width * h.height),
+                      "wall_s": [], "cpu_s": []}
+        for r in range(int(spec["runs"])):
+            for k in (labels if r % 2 == 0 else labels[::-1]):
+                st.reset()
+                st.active = True
+                t, c = _now(), time.process_time()
+                D.decode_bytes(streams[k], models, stages=st)
+                wall, cpu = _now() - t, time.process_time() - c
+                st.active = False
+                row[k]["wall_s"].append(wall)
+                row[k]["cpu_s"].append(cpu)
+                per_label[k]["stages"].append(_with_other(st.acc, wall, DECODE_TOP))
+        rows.append(row)
+    res["images"] = rows
+    res["labels"] = {}
+    for k in labels:
+        wall = [statistics.median(r[k]["wall_s"]) for r in rows]
+        cpu = [statistics.median(r[k]["cpu_s"]) for r in rows]
+        res["labels"][k] = {**{x: v for x, v in per_label[k].items() if x != "stages"},
+                            "median_wall_s": statistics.median(wall), "median_cpu_s": statistics.median(cpu),
+                            "min_wall_s": min(wall), "max_wall_s": max(wall),
+                            "mean_bpp": statistics.fmean(r[k]["bpp"] for r in rows),
+                            "stages": _stage_medians(per_label[k]["stages"])}
+    res["median_s"] = statistics.median(sum(statistics.median(r[k]["wall_s"]) for k in labels) for r in rows)
+
+
+def _op_encode_set(spec: dict, res: dict) -> None:
+    """Each image (PNG) with each named model (label -> target index) at one delta code; streams to out_dir."""
+    _import_tf(res)
+    from encoder.api import Encoder
+    from encoder.imageio import load_rgb8
+    enc = Encoder(spec.get("registry"))
+    entries = enc.models.distinct_entries()
+    index = {k: next(i for i, e in enumerate(entries) if e.target_index == int(ti))
+             for k, ti in spec["models"].items()}
+    code, out_dir = int(spec["delta_code"]), Path(spec["out_dir"])
+    res["streams"] = []
+    t = _now()
+    for img in spec["images"]:
+        rgb = load_rgb8(img)
+        for k, mi in index.items():
+            path = out_dir / f"{Path(img).stem}.{k}.rlk"
+            data = enc.encode_fixed(rgb, mi, code)
+            path.write_bytes(data)
+            res["streams"].append({"image": Path(img).name, "label": k, "path": str(path), "bytes": len(data),
+                                   "bpp": 8.0 * len(data) / (rgb.shape[0] * rgb.shape[1])})
+    res["median_s"] = res["seconds"] = _now() - t
+    res["models"] = {k: entries[i].name for k, i in index.items()}
 
 
 # --------------------------------------------------------------------------- ours: encode
@@ -453,6 +587,7 @@ def _op_anchor(spec: dict, res: dict) -> None:
 
 OPS: dict[str, Callable[[dict, dict], None]] = {
     "startup_decode": _op_decode, "decode": _op_decode, "profile_synthesis": _op_profile_synthesis,
+    "decode_set": _op_decode_set, "encode_set": _op_encode_set,
     "startup_encode": _op_encode, "encode_search": _op_encode, "encode_fixed": _op_encode,
     "anchor_match": _op_anchor, "anchor_encode": _op_anchor, "anchor_decode": _op_anchor,
 }

@@ -116,5 +116,71 @@ def test_bench_runs_and_reports(tiny_registry, tmp_path):
         assert heading in text
     # In-process runs never claim isolation-dependent goals.
     assert "[not measured] 3840x2160" in text
-    # Timing wrappers are removed again: the codec modules are untouched.
+    # The decoder is timed through its stages hook, never patched; the encoder's timing wrappers are removed again.
+    from encoder import encode as E
+    from models import coding, intnet
     assert not hasattr(D.synthesize, "__wrapped__") and not hasattr(D.parse, "__wrapped__")
+    for fn in (intnet.IntHyperSynthesis.run, E.EncoderModel.analyse, E.Analysed.code, coding.encode):
+        assert not hasattr(fn, "__wrapped__"), fn
+
+
+def test_decoder_kmac_per_pixel_of_the_shipped_architecture_and_of_slice_nets():
+    """The bench's complexity figure: g_s and the integer h_s of the shipped N=128, M=192 models counted by hand,
+    and a v3 model's slice nets as training.charm.kmac_per_pixel counts them from the parameter layout."""
+    pytest.importorskip("jax")
+    from evaluation.bench_worker import decoder_kmac_per_pixel
+    from models.charm import load_from_model
+    from models.weights import load_decoder_model, load_registry
+    from training.charm import kmac_per_pixel
+    shipped = load_decoder_model(load_registry().entries[0])
+    k = decoder_kmac_per_pixel(shipped)
+    # g_s: 5x5 stride-2 transposed convs (k*k/4 taps per output) at 1/8, 1/4, 1/2, 1 of the side, IGDN C*C
+    g_s = (25 * 192 * 128 / 4 / 64 + 25 * 128 * 128 / 4 / 16 + 25 * 128 * 128 / 4 / 4 + 25 * 128 * 3 / 4
+           + 128 * 128 * (1 / 64 + 1 / 16 + 1 / 4))
+    h_s = 25 * 128 * 128 / 4 / 32 ** 2 + 25 * 128 * 192 / 4 / 16 ** 2 + 9 * 192 * 384 / 16 ** 2
+    assert k["synthesis"] == pytest.approx(g_s / 1e3) and round(k["synthesis"], 1) == 42.2
+    assert k["hyper_synthesis_int"] == pytest.approx(h_s / 1e3) and round(k["hyper_synthesis_int"], 1) == 3.3
+    assert k["slice_nets"] == 0 and k["total"] == pytest.approx(k["synthesis"] + k["hyper_synthesis_int"])
+
+    golden = Path(__file__).resolve().parent / "expected" / "charm"
+    entry = load_registry(golden / "registry.yaml").entries[0]
+    slices = load_from_model(entry.dec_path)
+    k3 = decoder_kmac_per_pixel(load_decoder_model(entry), slices)
+    hidden = int(slices.cc[0].layers[0].weight.shape[-1])
+    assert k3["slice_nets"] > 0
+    assert k3["slice_nets"] == pytest.approx(kmac_per_pixel(slices.latent_channels, slices.num_slices, hidden,
+                                                            slices.lrp is not None, slices.max_support))
+    assert k3["total"] == pytest.approx(k3["synthesis"] + k3["hyper_synthesis_int"] + k3["slice_nets"])
+
+
+@pytest.mark.slow
+def test_bench_compares_bitstream_v3_with_v2(tiny_registry, tmp_path):
+    """`--v3` with a prebuilt tiny v2/v3 pair (--v3-dir): Kodak decodes of both, interleaved; ratio, split, kMAC."""
+    pytest.importorskip("jax")
+    from evaluation import bench
+    from evaluation.datasets import KODAK
+    from tests.test_charm_codec import build_registry
+    if not (KODAK / "kodim01.png").is_file():
+        pytest.skip("no Kodak")
+    pair = tmp_path / "pair"
+    pair.mkdir()
+    build_registry(pair)                             # tiny v3 for 0.25, its v2 base for 0.5
+    rc = bench.main(["--inprocess", "--sizes", "96x64", "--runs", "2", "--skip-anchors", "--registry",
+                     str(tiny_registry), "--v3", "--v3-dir", str(pair), "--v3-images", "2", "--out",
+                     str(tmp_path / "out")])
+    assert rc == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())["v3"]
+    dec = res["decode"]
+    assert [r["image"] for r in dec["images"]] == ["kodim01.png", "kodim02.png"]
+    for r in dec["images"]:
+        assert len(r["v2"]["wall_s"]) == len(r["v3"]["cpu_s"]) == 2
+    lab = dec["labels"]
+    assert (lab["v2"]["version"], lab["v3"]["version"]) == (2, 3)
+    assert "parse.slice_loop" in lab["v3"]["stages"] and "parse.range_decode_y" in lab["v2"]["stages"]
+    assert lab["v2"]["kmac_per_pixel"]["slice_nets"] == 0 < lab["v3"]["kmac_per_pixel"]["slice_nets"]
+    text = (tmp_path / "out" / "table.txt").read_text()
+    for heading in ("BITSTREAM V3 vs V2, DECODE on Kodak", "BITSTREAM V3 vs V2, DECODE SPLIT", "DECODER COMPLEXITY"):
+        assert heading in text
+    assert "bitstream v3 decode <= 1.5x v2 on CPU (Kodak)" in text
+    rows = list(csv.DictReader((tmp_path / "out" / "bench.csv").open()))
+    assert {r["codec"] for r in rows if r["op"] == "decode_kodak"} == {"ours_v2", "ours_v3"}
