@@ -35,12 +35,6 @@ def pixels_sha16(rgb: np.ndarray) -> str:
     return sha16(repr(a.shape).encode() + a.tobytes())
 
 
-def int_digest(a: np.ndarray) -> str:
-    """Hash of an integer array's values as int64 (first 16 hex digits of sha256): the digest
-    tests/expected/charm/expected.json records for y_hat_q, so the two can be compared directly."""
-    return hashlib.sha256(np.ascontiguousarray(a, np.int64).tobytes()).hexdigest()[:16]
-
-
 # The parse-level integers of a stream that must be identical wherever it is decoded, as hashes.
 # symbols: the decoder's own `symbols_sha256_16` (z_hat, scale indexes, symbols); scale_idx: the scale
 # indexes alone; mu_q: the integer hyper-synthesis mean (Q8); y_hat_q: bitstream v3's decoded latents
@@ -49,11 +43,8 @@ PARSE_INTS = ("symbols", "scale_idx", "mu_q", "y_hat_q")
 
 
 def parse_ints(parsed) -> dict:
-    """{"version", *PARSE_INTS} for a decoder.decode.Parsed."""
-    y = getattr(parsed, "y_hat_q", None)
-    return {"version": int(parsed.header.version), "symbols": parsed.symbol_hash(),
-            "scale_idx": int_digest(parsed.scale_idx), "mu_q": int_digest(parsed.mu_q),
-            "y_hat_q": None if y is None else int_digest(y)}
+    """{"version", *PARSE_INTS} for a decoder.decode.Parsed: the decoder's own `--info` figures."""
+    return parsed.integer_hashes()
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -51,7 +51,7 @@ def test_default_run_includes_the_v3_goldens(tmp_path):
 
 
 def test_worker_reports_v3_parse_integers(tmp_path):
-    """The decode processes' parse lines carry y_hat_q for v3 (absent for v2) and the pinned golden hashes match."""
+    """The decoder's --info lines carry y_hat_q for v3 (absent for v2) and the pinned golden hashes match."""
     v3 = load_v3_goldens(V3_GOLDEN_DIR)
     p = Dt.decode_parsed(v3[0].path.read_bytes(), _cache())[0]
     ints = parse_ints(p)
@@ -59,8 +59,8 @@ def test_worker_reports_v3_parse_integers(tmp_path):
     assert Dt.pinned_mismatch(v3[0], ints) == []
     assert Dt.pinned_mismatch(v3[0], {**ints, "y_hat_q": "0" * 16}) == [f"y_hat_q {'0' * 16} != pinned "
                                                                         f"{v3[0].expected['y_hat_q']}"]
-    info = [{"parsed": {"file": "a.bit", **ints}},
-            {"stream": "/x/a.bit", "output": str(tmp_path / "a.png"), "symbols_sha256_16": ints["symbols"]}]
+    info = [{"stream": "/x/a.bit", "output": str(tmp_path / "a.png"), "symbols_sha256_16": ints["symbols"],
+             "integers": ints}]
     res = Dt.parse_info("\n".join(map(json.dumps, info)), "", tmp_path)
     assert res["a.bit"]["version"] == 3 and res["a.bit"]["ints"]["y_hat_q"] == ints["y_hat_q"]
 

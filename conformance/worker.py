@@ -27,10 +27,9 @@ calls the entry (the decoder's main(), or conformance.gpu_decode / jax_decode, w
 wrap it) once per group with `--dir STREAMS_DIR OUT_DIR --info [--threads N]
 [--registry REGISTRY]` ('-': the default registry), all in this one process, so
 TensorFlow starts once per runtime configuration however many registries the
-streams need (the suite's, and the bitstream v3 goldens'). Next to the decoder's
-own `--info` line, every stream gets a line {"parsed": {"file", "version",
-"symbols", "scale_idx", "mu_q", "y_hat_q"}}: hashes of the parse-level integers
-(conformance.common.parse_ints), taken from the decoder's own parse call.
+streams need (the suite's, and the bitstream v3 goldens'). The decoder's own
+`--info` line carries each stream's parse-integer hashes ("integers": version,
+symbols, scale_idx, mu_q, y_hat_q; decoder.decode.Parsed.integer_hashes).
 """
 
 from __future__ import annotations
@@ -114,26 +113,6 @@ def run_case(fn, argv: list[str], timeout: float) -> dict:
             "timed_out": timed_out, "escaped": None if timed_out else escaped}
 
 
-def _report_parses() -> None:
-    """Wrap decoder.decode's read_stream and parse so that every parse prints its integers' hashes."""
-    from models.runtime import import_tensorflow
-    import_tensorflow()                       # as the CLI's configure() does before the decoder is imported
-    from conformance.common import parse_ints
-    from decoder import decode as D
-    read, parse = D.read_stream, D.parse
-    current: dict[str, str | None] = {"file": None}
-
-    def read_stream(path, *a, **k):
-        current["file"] = os.path.basename(str(path))
-        return read(path, *a, **k)
-
-    def parse_and_report(data, *a, **k):
-        parsed = parse(data, *a, **k)
-        print(json.dumps({"parsed": {"file": current["file"], **parse_ints(parsed)}}), flush=True)
-        return parsed
-    D.read_stream, D.parse = read_stream, parse_and_report
-
-
 def decode_main(argv: list[str]) -> int:
     """`decode` mode (module docstring): the decoder over several (streams, registry) groups in one process."""
     p = argparse.ArgumentParser(prog="python -m conformance.worker decode")
@@ -143,7 +122,6 @@ def decode_main(argv: list[str]) -> int:
                    help="decode every stream of STREAMS_DIR into OUT_DIR with REGISTRY ('-': the default)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    _report_parses()
     fn = load_callable(args.entry)
     rc = 0
     for src, out, registry in args.group:

@@ -35,7 +35,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="synthesis backend: tf (default, CPU) or jax (any device JAX finds; needs jax installed)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0 = library default)")
     p.add_argument("--info", action="store_true",
-                   help="print a JSON line per stream: header, parsed-symbol hash, timing")
+                   help="print a JSON line per stream: header, parse-integer hashes (symbols; v3: y_hat_q), timing")
     return p.parse_args(argv)
 
 
@@ -53,7 +53,7 @@ def _decode_one(src: Path, dst: Path, models, limits, info: bool) -> None:
         print(json.dumps({"stream": str(src), "output": str(dst), "width": h.width, "height": h.height,
                           "target_index": h.target_index, "model": model.entry.name, "delta_code": h.delta_code,
                           "bytes": len(data), "bpp": 8 * len(data) / (h.width * h.height),
-                          "symbols_sha256_16": parsed.symbol_hash(),
+                          "symbols_sha256_16": parsed.symbol_hash(), "integers": parsed.integer_hashes(),
                           "seconds": round(time.perf_counter() - t0, 4)}), flush=True)
 
 

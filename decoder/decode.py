@@ -133,6 +133,17 @@ class Parsed:
             h.update(np.ascontiguousarray(a, np.int32).tobytes())
         return h.hexdigest()[:16]
 
+    def integer_hashes(self) -> dict:
+        """Hashes of every parse-level integer, the figures a conformance run compares across machines
+        and settings (`--info`): symbols (z_hat, scale indexes, symbols, as `symbol_hash`), the scale
+        indexes and the hyper-synthesis mean alone, and v3's decoded latents y_hat_q (None for v2).
+        Arrays are hashed as int64, the digest tests/expected/charm/expected.json pins for y_hat_q."""
+        def digest(a: np.ndarray) -> str:
+            return hashlib.sha256(np.ascontiguousarray(a, np.int64).tobytes()).hexdigest()[:16]
+        return {"version": int(self.header.version), "symbols": self.symbol_hash(),
+                "scale_idx": digest(self.scale_idx), "mu_q": digest(self.mu_q),
+                "y_hat_q": None if self.y_hat_q is None else digest(self.y_hat_q)}
+
 
 def parse(data: bytes, models: ModelStore, limits: Limits = Limits(), stages: Stages | None = None) -> Parsed:
     if len(data) > limits.max_bytes:

@@ -112,21 +112,16 @@ def _json_lines(stdout: str):
 
 
 def parse_info(stdout: str, stderr: str, out_dir: Path) -> dict[str, dict]:
-    """`--info` JSON lines -> per-stream symbols hash and PNG path, plus the parse integers of the
-    conformance.worker `decode` mode's {"parsed": ...} lines (`ints`, `version`); errors from stderr lines."""
+    """The decoder's `--info` JSON lines -> per-stream symbols hash, PNG path and parse integers
+    (`ints`, `version`: the line's "integers"); errors from stderr lines."""
     res: dict[str, dict] = {}
-    parsed: dict[str, dict] = {}
     for d in _json_lines(stdout):
         if "stream" in d:
-            name = Path(d["stream"]).name
-            res[name] = {"symbols": d.get("symbols_sha256_16"), "png": Path(d["output"]), "error": "",
-                         "seconds": d.get("seconds"), "ints": None, "version": None}
-        elif isinstance(d.get("parsed"), dict) and d["parsed"].get("file"):
-            parsed[d["parsed"]["file"]] = d["parsed"]
-    for name, p in parsed.items():
-        if name in res:
-            res[name]["ints"] = {k: p.get(k) for k in PARSE_INTS}
-            res[name]["version"] = p.get("version")
+            ints = d.get("integers") if isinstance(d.get("integers"), dict) else None
+            res[Path(d["stream"]).name] = {
+                "symbols": d.get("symbols_sha256_16"), "png": Path(d["output"]), "error": "",
+                "seconds": d.get("seconds"), "ints": {k: ints.get(k) for k in PARSE_INTS} if ints else None,
+                "version": ints.get("version") if ints else None}
     for line in stderr.splitlines():   # "ratelock-decode: NAME: message"
         parts = line.split(": ", 2)
         if len(parts) == 3 and parts[1].endswith((".bit", ".bits")) and parts[1] not in res:
@@ -158,7 +153,7 @@ def run_decoder_batch(groups: list[tuple[Path, str | None]], out_dir: Path, cfg:
         rc, se = None, f"timed out after {timeout:.0f} s"
     meta = {}
     for d in _json_lines(so):
-        if "stream" not in d and "parsed" not in d:
+        if "stream" not in d:
             meta.update(d)
     return DecodeRun(cfg.name, rc, time.perf_counter() - t0, parse_info(so, se, out_dir), se, meta=meta)
 
