@@ -179,7 +179,7 @@ def build(args: argparse.Namespace) -> dict:
             raise F.PackError(f"{name}: {e}") from None
         h = parsed.header
         entry = enc.models.registry.by_target(h.target_index)
-        model = enc.models.get(h)
+        model = enc.models.decoder_model(entry)
         if entry.hash not in manifest["models"]:
             arrays = F.load_npz(entry.dec_path)
             syn = {k: v for k, v in arrays.items() if k.startswith("syn") and k[3:].isdigit()}

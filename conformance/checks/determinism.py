@@ -225,7 +225,7 @@ def decode_parsed(data: bytes, models):
     """What decoder.decode.decode_bytes does, keeping the parse: (Parsed, rgb)."""
     from decoder import decode as D
     parsed = D.parse(data, models, D.Limits())
-    model = models.get(parsed.header)
+    model = D.model_for(parsed.header, models)       # any store: the decoder's cache or the encoder's models
     rgb = D.to_uint8(D.synthesize(model.synthesis, D.dequantize(parsed)), parsed.header.width, parsed.header.height)
     return parsed, rgb
 
