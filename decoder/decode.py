@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,8 @@ from models import charm as CH
 from models import scale_table as S
 from models.coding import CorruptStream
 from models.coding import decode as range_decode
+from models.stages import Stages
+from models.stages import stage as _stage
 from models.synthesis import HALO_LATENTS, TILE_LATENTS, Y_STRIDE, Z_STRIDE, synthesize, to_uint8
 from models.weights import DecoderModel, Entry, ModelStore
 
@@ -30,12 +30,7 @@ BACKENDS = ("tf", "jax")
 # "parse" (decode_bytes) with, inside it, "parse.range_decode_z", "parse.hyper_synthesis_int" and
 # "parse.range_decode_y" (v2) or "parse.slice_loop" (v3: slice networks and y range decoding, interleaved);
 # then "dequantize", "synthesis" and "to_uint8". None (the default) costs nothing and changes nothing.
-# evaluation/bench_worker.py times and measures memory with it.
-Stages = Callable[[str], AbstractContextManager]
-
-
-def _stage(stages: Stages | None, name: str) -> AbstractContextManager:
-    return nullcontext() if stages is None else stages(name)
+# evaluation/bench_worker.py times and measures memory with it (models/stages.py).
 
 
 class DecodeError(ValueError):

@@ -18,6 +18,7 @@ from models import charm as CH
 from models import coding
 from models import scale_table as S
 from models.intnet import Z_MAX
+from models.stages import Stages, stage
 from models.synthesis import Y_STRIDE, Z_STRIDE, synthesize, to_uint8
 from models.weights import DecoderModel, Entry, ModelStore, load_encoder_transforms
 
@@ -38,8 +39,9 @@ def pad_to_multiple(rgb: np.ndarray, multiple: int = Z_STRIDE) -> np.ndarray:
 class EncoderModel:
     """Decoder model + the encoder-only transforms; analysis runs as one tf.function."""
 
-    def __init__(self, entry: Entry, decoder_model: DecoderModel, slices=None):
+    def __init__(self, entry: Entry, decoder_model: DecoderModel, slices=None, owner: EncoderModels | None = None):
         import tensorflow as tf
+        self.owner = owner                    # the model set, whose `stages` (if any) times this model's work
         self.entry = entry
         self.dec = decoder_model
         self.analysis, self.hyper_analysis = load_encoder_transforms(entry)
@@ -49,8 +51,16 @@ class EncoderModel:
         self._g_a = tf.function(lambda x: self.analysis(x), input_signature=spec)
         self._h_a = tf.function(lambda y: self.hyper_analysis(y), input_signature=spec)
 
+    def stage(self, name: str):
+        """Context manager around a named step: the owner's instrumentation, or nothing (models/stages.py)."""
+        return stage(self.owner.stages if self.owner is not None else None, name)
+
     def transform(self, rgb: np.ndarray, tile: int = TILE_PX, halo: int = HALO_PX) -> np.ndarray:
         """Padded image -> y, tile by tile when it is large."""
+        with self.stage("analysis.g_a"):
+            return self._transform(rgb, tile, halo)
+
+    def _transform(self, rgb: np.ndarray, tile: int, halo: int) -> np.ndarray:
         x = pad_to_multiple(rgb).astype(np.float32) / np.float32(255.0)
         hp, wp = x.shape[:2]
         if hp <= tile + 2 * halo and wp <= tile + 2 * halo:
@@ -69,13 +79,20 @@ class EncoderModel:
         return y
 
     def analyse(self, rgb: np.ndarray) -> Analysed:
+        """Everything that does not depend on delta: g_a, h_a, the coded z and the integer hyper path."""
+        with self.stage("analysis"):
+            return self._analyse(rgb)
+
+    def _analyse(self, rgb: np.ndarray) -> Analysed:
         h, w = rgb.shape[:2]
         y = self.transform(rgb)
         z = self._h_a(y[None])[0].numpy()
         z_idx = np.broadcast_to(np.arange(z.shape[-1], dtype=np.int32), z.shape)
         z_hat = self.dec.z_table.clamp(np.clip(np.round(z), -Z_MAX, Z_MAX), z_idx)
-        z_bytes = coding.encode(z_hat, z_idx, self.dec.z_table)
-        mu_q, log2_sigma_q = self.dec.intnet.run(z_hat)
+        with self.stage("range_encode"):
+            z_bytes = coding.encode(z_hat, z_idx, self.dec.z_table)
+        with self.stage("analysis.hyper_synthesis_int"):
+            mu_q, log2_sigma_q = self.dec.intnet.run(z_hat)
         return Analysed(self, w, h, y, z_bytes, mu_q, log2_sigma_q)
 
 
@@ -104,18 +121,28 @@ class Analysed:
         return self.model.dec.y_table.clamp(np.clip(s, -(1 << 30), 1 << 30), idx), idx
 
     def code(self, delta_code: int, target_index: int) -> bytes:
+        """The stream at this delta: quantise, range-code y, pack (one per rate probe)."""
+        with self.model.stage("code"):
+            return self._code(delta_code, target_index)
+
+    def _code(self, delta_code: int, target_index: int) -> bytes:
         if self.model.slices is not None:
             _, y_bytes = CH.code_slices(self.model.slices, self.y, self.model.dec.y_table, self.mu_q,
                                         self.log2_sigma_q, delta_code)
             header = B.Header(target_index, self.model.entry.hash16, self.width, self.height, delta_code, 3)
             return B.pack(header, self.z_bytes, y_bytes)
         s, idx = self.symbols(delta_code)
-        y_bytes = coding.encode(s, idx, self.model.dec.y_table)
+        with self.model.stage("range_encode"):
+            y_bytes = coding.encode(s, idx, self.model.dec.y_table)
         header = B.Header(target_index, self.model.entry.hash16, self.width, self.height, delta_code)
         return B.pack(header, self.z_bytes, y_bytes)
 
     def reconstruct(self, delta_code: int) -> np.ndarray:
         """What the decoder will output for this delta (used to compare candidates' quality)."""
+        with self.model.stage("reconstruct"):
+            return self._reconstruct(delta_code)
+
+    def _reconstruct(self, delta_code: int) -> np.ndarray:
         if self.model.slices is not None:
             y_hat = CH.y_hat_float(self.sliced(delta_code).y_hat_q)
             return to_uint8(synthesize(self.model.dec.synthesis, y_hat), self.width, self.height)
@@ -128,13 +155,14 @@ class EncoderModels(ModelStore):
     """The encoder's model set: loads a model (both halves) only when the search needs it. Its decoder
     halves are the ones rate_control's verifying parse uses, so each file loads once."""
 
-    def __init__(self, registry=None):
+    def __init__(self, registry=None, stages: Stages | None = None):
         super().__init__(registry)
+        self.stages = stages                  # optional instrumentation (models/stages.py), read at each step
         self._enc: dict[str, EncoderModel] = {}
 
     def encoder_model(self, entry: Entry) -> EncoderModel:
         if entry.hash not in self._enc:
-            self._enc[entry.hash] = EncoderModel(entry, self.decoder_model(entry), self.slice_nets(entry))
+            self._enc[entry.hash] = EncoderModel(entry, self.decoder_model(entry), self.slice_nets(entry), self)
         return self._enc[entry.hash]
 
     def distinct_entries(self) -> list[Entry]:

@@ -25,10 +25,9 @@ Timings of the codec's own functions are taken around the official entry points
 comes from its own hook: `decode_bytes(..., stages=Stages())` enters `stages(name)`
 around parse (with range decoding of z, the integer hyper-synthesis, and range
 decoding of y or the v3 slice loop inside it), dequantize, synthesis and to_uint8;
-nothing in the decoder is replaced. The encoder's split still comes from thin timing
-wrappers installed on the functions Encoder calls (EncoderModel.transform / analyse,
-IntHyperSynthesis.run, Analysed.code / reconstruct, models.coding.encode) and removed
-afterwards; a stage whose function no longer exists is simply not reported.
+nothing in the decoder is replaced. The encoder's split comes from its own hook in
+the same way (`EncoderModels.stages`): analysis (with g_a and the integer
+hyper-synthesis inside), code per rate probe, range_encode and reconstruct.
 
 Peak RSS is the process's high-water mark at the end: VmHWM from /proc/self/status
 on Linux (see `peak_rss_mb` for why not ru_maxrss alone), ru_maxrss elsewhere; both
@@ -39,7 +38,6 @@ getrusage(RUSAGE_CHILDREN).ru_maxrss (ffmpeg's peak).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import resource
@@ -57,22 +55,6 @@ ENCODER_SIDE_MODULES = ("encoder", "rate_control", "training", "models.jax_trans
 # Packages a decoder process does not need (issue 17, item 7): tfc's Python package (and the TF Probability
 # it imports) is replaced by tfc's op library, the Keras synthesis by plain TF ops (models/synthesis.py).
 DECODER_UNNEEDED_MODULES = ("tensorflow_compression", "tensorflow_probability")
-
-
-# (owner, attribute, original) of every timing wrapper installed by this module; `run` undoes them, so
-# that running an op in-process (bench --inprocess, tests) leaves the codec modules as they were.
-_PATCHES: list[tuple[Any, str, Any]] = []
-
-
-def _patch(owner: Any, attr: str, value: Any) -> None:
-    _PATCHES.append((owner, attr, getattr(owner, attr)))
-    setattr(owner, attr, value)
-
-
-def _unpatch_all() -> None:
-    while _PATCHES:
-        owner, attr, orig = _PATCHES.pop()
-        setattr(owner, attr, orig)
 
 
 def _now() -> float:
@@ -117,8 +99,8 @@ def peak_rss_mb() -> float:
 class Stages:
     """Accumulates seconds per named stage while `active`.
 
-    `stages(name)` is a context manager: the decoder's hook (decoder.decode.decode_bytes(..., stages=...))
-    and the encoder's timing wrappers (`wrap`) both time through it.
+    `stages(name)` is a context manager: the codec's own hooks (models/stages.py: decoder.decode.decode_bytes(...,
+    stages=...) and encoder.encode.EncoderModels.stages) both time through it.
     """
 
     def __init__(self) -> None:
@@ -148,21 +130,6 @@ class Stages:
             self.add(name, _now() - t)
             if self.active and self.record_mem:
                 self.peak_after[name] = peak_rss_mb()
-
-    def wrap(self, owner: Any, attr: str, name: str) -> bool:
-        """Replace owner.attr by a timing wrapper (the encoder, which has no hook); False if it does not exist."""
-        fn = getattr(owner, attr, None)
-        if fn is None or not callable(fn):
-            return False
-        stages = self
-
-        @functools.wraps(fn)
-        def timed(*a, **k):
-            with stages(name):
-                return fn(*a, **k)
-
-        _patch(owner, attr, timed)
-        return True
 
 
 def _summ(xs: list[float]) -> dict[str, float]:
@@ -210,19 +177,6 @@ def _import_tf(res: dict, decoder: bool = False) -> None:
     res["imports"]["tensorflow_compression"] = _now() - t
 
 
-def _load_counter(res: dict) -> None:
-    """Count model loads: ModelCache / EncoderModels import load_decoder_model at call time."""
-    import models.weights as W
-    orig = W.load_decoder_model
-
-    @functools.wraps(orig)
-    def counted(entry):
-        res["models_loaded"].append(entry.name + ":" + entry.hash)
-        return orig(entry)
-
-    _patch(W, "load_decoder_model", counted)
-
-
 # --------------------------------------------------------------------------- ours: decode
 
 def _decoder_ready(spec: dict, res: dict):
@@ -234,12 +188,12 @@ def _decoder_ready(spec: dict, res: dict):
     from decoder.bitstream import parse_header
     res["imports"]["codec"] = _now() - t
     res["import_s"] = sum(res["imports"].values())
-    _load_counter(res)
     import numpy as np
     data = Path(spec["stream"]).read_bytes()
     header = parse_header(data)
     t = _now()
     models = D.ModelCache(spec.get("registry"))
+    res["models_loaded"] = models.loaded      # the store's own record of what it loaded (models.weights.ModelStore)
     model = models.get(header)
     res["load_s"] = _now() - t
     res["models_distinct"] = len({e.hash for e in models.registry.entries})
@@ -460,12 +414,12 @@ def _op_encode(spec: dict, res: dict) -> None:
     from encoder.api import Encoder
     res["imports"]["codec"] = _now() - t
     res["import_s"] = sum(res["imports"].values())
-    _load_counter(res)
     import numpy as np
     rgb = np.load(spec["image"]) if spec.get("image") else None
     op = spec["op"]
     t = _now()
     enc = Encoder(spec.get("registry"))
+    res["models_loaded"] = enc.models.loaded  # the store's own record of what it loaded (models.weights.ModelStore)
     entries = enc.models.distinct_entries()
     res["models_distinct"] = len(entries)
     res["init_s"] = _now() - t
@@ -490,15 +444,11 @@ def _op_encode(spec: dict, res: dict) -> None:
     if op == "startup_encode":
         return
 
-    from encoder import encode as E
-    from models import coding, intnet
     st = Stages()
-    st.wrap(E.EncoderModel, "transform", "analysis.g_a")
-    st.wrap(E.EncoderModel, "analyse", "analysis")       # includes g_a, h_a, z coding, integer h_s
-    st.wrap(intnet.IntHyperSynthesis, "run", "analysis.hyper_synthesis_int")
-    st.wrap(E.Analysed, "code", "code")                  # quantise + range-code y + pack (one per probe)
-    st.wrap(coding, "encode", "range_encode")
-    st.wrap(E.Analysed, "reconstruct", "reconstruct")    # synthesis, to compare two in-band candidates
+    # The encoder's own hook (models/stages.py): "analysis" (g_a, h_a, z coding, integer h_s) with
+    # "analysis.g_a" and "analysis.hyper_synthesis_int" inside it, "code" per rate probe (quantise,
+    # range-code y, pack), "range_encode" (z and y) and "reconstruct" (to compare in-band candidates).
+    enc.models.stages = st
     times, stages, data = [], [], b""
     for _ in range(int(spec["runs"])):
         st.reset()
@@ -599,10 +549,7 @@ def run(spec: dict) -> dict:
                            "pid": os.getpid()}
     if spec.get("spawn_epoch"):
         res["interpreter_s"] = res["start_epoch"] - float(spec["spawn_epoch"])
-    try:
-        OPS[spec["op"]](spec, res)
-    finally:
-        _unpatch_all()
+    OPS[spec["op"]](spec, res)
     res["peak_rss_mb"] = peak_rss_mb()
     res["ru_maxrss_mb"] = ru_maxrss_mb(resource.RUSAGE_SELF)
     res["peak_rss_children_mb"] = ru_maxrss_mb(resource.RUSAGE_CHILDREN)

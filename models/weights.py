@@ -176,6 +176,7 @@ class ModelStore:
 
     def __init__(self, registry: str | os.PathLike | None = None):
         self.registry = load_registry(registry)
+        self.loaded: list[str] = []           # "<name>:<hash>" of each model file loaded, in order (the bench counts them)
         self._models: dict[str, DecoderModel] = {}
         self._slices: dict[str, Any] = {}
 
@@ -186,6 +187,7 @@ class ModelStore:
         """Targets that share a model file share one load."""
         if entry.hash not in self._models:
             self._models[entry.hash] = self._load(entry)
+            self.loaded.append(f"{entry.name}:{entry.hash}")
         return self._models[entry.hash]
 
     def slice_nets(self, entry: Entry):

@@ -1,4 +1,5 @@
-"""The decoder's optional stages hook (decoder.decode.decode_bytes(..., stages=...)), which the bench times with.
+"""The codec's optional stages hooks (models/stages.py: decoder.decode.decode_bytes(..., stages=...) and the
+encoder's EncoderModels.stages), which the bench times with.
 
 It must change nothing: the same pixels with and without it, every stage entered once in order, nested
 where the bench expects (the parse's sub-stages inside "parse"), for bitstream v2 and v3.
@@ -74,3 +75,18 @@ def test_a_failing_stream_leaves_the_stage_it_failed_in(tiny_registry, encoder):
     except D.DecodeError:
         pass
     assert rec.open == [] and rec.entered[0] == (0, "parse")
+
+
+def test_encoder_hook_sees_its_stages_and_changes_nothing(tiny_registry):
+    """The encoder's hook (EncoderModels.stages, the same models/stages.py protocol): the same stream with
+    and without it, analysis with g_a, z's range coding and the integer h_s inside, then code with y's."""
+    from encoder.api import Encoder
+    rgb = np.random.default_rng(6).integers(0, 256, (80, 112, 3), dtype=np.uint8)
+    enc = Encoder(str(tiny_registry))
+    plain = enc.encode_fixed(rgb, 0, 128)
+    rec = Recorder()
+    enc.models.stages = rec
+    hooked = enc.encode_fixed(rgb, 0, 128)
+    assert hooked == plain and rec.open == []
+    assert rec.entered == [(0, "analysis"), (1, "analysis.g_a"), (1, "range_encode"), (1, "analysis.hyper_synthesis_int"),
+                           (0, "code"), (1, "range_encode")]
