@@ -17,7 +17,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: keep errors one line
 
-from models.targets import TOLERANCE  # noqa: E402  (no TensorFlow behind either import)
+from encoder.refine import DEFAULT_ITERS  # noqa: E402  (no TensorFlow behind these imports)
+from models.targets import TOLERANCE  # noqa: E402
 from rate_control.search import DEFAULT_AIM  # noqa: E402
 
 PROG = "python -m encoder"   # the one name in usage and errors (encode.sh runs exactly this)
@@ -59,6 +60,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="model registry YAML (default: $RATELOCK_REGISTRY or models/registry.yaml)")
     p.add_argument("--aim", type=float, default=DEFAULT_AIM,
                    help="aim within this fraction of the target (the band is +-15 %%); rates up to target*(1+aim)")
+    p.add_argument("--refine", type=int, default=DEFAULT_ITERS, metavar="STEPS",
+                   help="latent refinement after the rate search: gradient steps on the chosen latents (per 768-px "
+                        "tile), kept only if they decode closer in the band; 0 = off, the fast mode "
+                        "(default: %(default)s; encoder/refine.py)")
     p.add_argument("--best-effort", action="store_true",
                    help="when the target is unreachable, write the closest stream anyway (exit status stays non-zero)")
     p.add_argument("--flatten-alpha", action="store_true", help="composite RGBA input on white instead of refusing it")
@@ -67,8 +72,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _describe(c, name: str) -> str:
-    return (f"{name}: {c.bpp:.4f} bpp (target {c.target:.2f}, {c.deviation * 100:+.1f} %), model {c.model}, "
-            f"delta {c.delta:.3f} (code {c.delta_code}), {c.analyses} analyses, {c.probes} probes")
+    out = (f"{name}: {c.bpp:.4f} bpp (target {c.target:.2f}, {c.deviation * 100:+.1f} %), model {c.model}, "
+           f"delta {c.delta:.3f} (code {c.delta_code}), {c.analyses} analyses, {c.probes} probes")
+    r = c.refinement
+    if r is not None:
+        out += (f", refined {r.gain_db:+.2f} dB ({r.iters} steps)" if r.kept
+                else f", refinement not kept ({r.iters} steps)")
+    return out
 
 
 def _single(args: argparse.Namespace, encoder, rgb) -> int:
@@ -77,7 +87,7 @@ def _single(args: argparse.Namespace, encoder, rgb) -> int:
     target = parse_target(args.target)
     out = Path(args.output)
     try:
-        c = search(rgb, target, encoder.models, args.aim)
+        c = search(rgb, target, encoder.models, args.aim, refine=args.refine)
     except Unreachable as e:
         if not args.best_effort:
             print(f"{PROG}: {e}; nothing written (use --best-effort to write the closest stream)", file=sys.stderr)
@@ -114,7 +124,7 @@ def _batch(args: argparse.Namespace, encoder, images: list[Path], out: Path) -> 
             name = f"{img.stem}_{rate_code(t)}.bit"
             status = "ok"
             try:
-                c = search(rgb, t, encoder.models, args.aim)
+                c = search(rgb, t, encoder.models, args.aim, refine=args.refine)
             except Unreachable as e:
                 c, status = e.best, "unreachable"
             written = status == "ok" or args.best_effort
@@ -127,6 +137,7 @@ def _batch(args: argparse.Namespace, encoder, images: list[Path], out: Path) -> 
                          "status": status, "written": int(written), "stream": name if written else "",
                          "bytes": len(c.data), "model": c.model, "delta_code": c.delta_code,
                          "analyses": c.analyses, "probes": c.probes,
+                         "refine_db": f"{c.refinement.gain_db:.3f}" if c.refinement else "",
                          "seconds": f"{time.perf_counter() - t0:.3f}"})
             bar.set_postfix(last=f"{c.bpp:.3f}/{t:.2f}", misses=misses)
             bar.update(1)
@@ -152,6 +163,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("usage: python -m encoder in.png TARGET out.bit  |  python -m encoder DIR --out OUTDIR")
     if not 0 <= args.aim < TOLERANCE:
         raise UsageError(f"--aim must be in [0, {TOLERANCE:g})")
+    if args.refine < 0:
+        raise UsageError("--refine must be >= 0")
     # Everything about the input and the destination is checked before TensorFlow and the models load.
     from encoder.imageio import image_paths, load_rgb8
     from models.pngio import check_writable, ensure_output_dir
@@ -168,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
     from encoder.api import Encoder
     from models.runtime import configure
     configure(args.threads)
-    enc = Encoder(args.registry, args.aim)
+    enc = Encoder(args.registry, args.aim, args.refine)
     return _batch(args, enc, images, out) if batch else _single(args, enc, rgb)
 
 

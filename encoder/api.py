@@ -10,17 +10,20 @@ from rate_control.search import DEFAULT_AIM, Choice, Unreachable, search
 class Encoder:
     """Holds the model cache so that batch work pays TensorFlow start-up once."""
 
-    def __init__(self, registry: str | None = None, aim: float = DEFAULT_AIM):
+    def __init__(self, registry: str | None = None, aim: float = DEFAULT_AIM, refine: int = 0):
+        """`refine`: latent-refinement steps after the rate search (encoder/refine.py); 0 is off, the fast
+        mode tools use. The CLI's default is encoder.refine.DEFAULT_ITERS."""
         from encoder.encode import EncoderModels
         from models.runtime import configure
         configure()
         self.models = EncoderModels(registry)
         self.aim = aim
+        self.refine = refine
 
     def encode(self, rgb: np.ndarray, target: float, best_effort: bool = True) -> Choice:
         """Rate-controlled stream; with best_effort an unreachable target returns the closest stream."""
         try:
-            return search(rgb, target, self.models, self.aim)
+            return search(rgb, target, self.models, self.aim, refine=self.refine)
         except Unreachable as e:
             if best_effort:
                 return e.best

@@ -9,11 +9,12 @@ candidate model plus a few entropy-coding passes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from decoder import bitstream as B
+from encoder.refine import DELTA_PROBE, Refined, refine_latents
 from models import charm as CH
 from models import coding
 from models import scale_table as S
@@ -136,6 +137,31 @@ class Analysed:
             y_bytes = coding.encode(s, idx, self.model.dec.y_table)
         header = B.Header(target_index, self.model.entry.hash16, self.width, self.height, delta_code)
         return B.pack(header, self.z_bytes, y_bytes)
+
+    def refined(self, rgb: np.ndarray, delta_code: int, bit_budget: float,
+                iters: int) -> tuple[Analysed, Refined] | None:
+        """This analysis with y refined for this delta code (encoder/refine.py), or None where refinement
+        does not apply (v3's integer slice nets give no gradient; an image whose rate does not fall with delta)."""
+        if self.model.slices is not None or iters <= 0:
+            return None
+        with self.model.stage("refine"):
+            lam = self.slope(rgb, delta_code)
+            if not lam > 0:
+                return None
+            r = refine_latents(self.model.dec.synthesis, rgb, self.y, self.mu_q, self.log2_sigma_q, delta_code,
+                               lam, bit_budget, iters)
+            return replace(self, y=r.y), r
+
+    def slope(self, rgb: np.ndarray, delta_code: int) -> float:
+        """-dMSE/dbpp of this image around this delta code, from real bytes and the decoder's output."""
+        lo = min(delta_code, S.DELTA_CODE_MAX - DELTA_PROBE)
+        points = []
+        for code in (lo, lo + DELTA_PROBE):
+            bpp = 8 * len(self._code(code, 0)) / (self.width * self.height)
+            err = self._reconstruct(code).astype(np.float64) - rgb
+            points.append((bpp, float(np.mean(err * err))))
+        (b0, m0), (b1, m1) = points
+        return (m1 - m0) / (b0 - b1) if b0 != b1 else float("nan")
 
     def reconstruct(self, delta_code: int) -> np.ndarray:
         """What the decoder will output for this delta (used to compare candidates' quality)."""

@@ -23,6 +23,7 @@ class UsageError(Exception):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from encoder.refine import DEFAULT_ITERS
     from evaluation.codecs import ALL_CODECS
 
     p = argparse.ArgumentParser(prog="python -m evaluation",
@@ -40,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="centre-crop each image to at most PX x PX for quick runs (MS-SSIM needs >= 176)")
     p.add_argument("--no-vmaf", action="store_true", help="skip VMAF (reported as n/a)")
     p.add_argument("--registry", default=None, help="model registry passed to encoder.api.Encoder (ours)")
+    p.add_argument("--refine", type=int, default=DEFAULT_ITERS, metavar="STEPS",
+                   help="ours: latent-refinement steps, as `python -m encoder --refine` (default: %(default)s, "
+                        "what encode.sh ships; 0 = the fast mode)")
     p.add_argument("--save-bitstreams", action="store_true",
                    help="also keep every chosen bitstream in OUTDIR/bitstreams/")
     return p.parse_args(argv)
@@ -74,6 +78,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise UsageError(f"images directory not found: {images_dir}")
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be >= 1")
+    if args.refine < 0:
+        raise UsageError("--refine must be >= 0")
     if args.crop is not None and args.crop < 16:
         raise UsageError("--crop must be >= 16")
     names = [c.strip() for c in args.codecs.split(",") if c.strip()]
@@ -105,7 +111,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     runnable = []
     codec_info: dict[str, dict[str, Any]] = {}
     for name in ordered:
-        codec = codec_mod.make(name, registry=args.registry)
+        codec = codec_mod.make(name, registry=args.registry, refine=args.refine)
         reason = codec.unavailable()
         info: dict[str, Any] = {"available": reason is None, "reason": reason}
         if reason is None:

@@ -314,8 +314,9 @@ class Ours(Codec):
     rate_controlled = True
     knob = Knob("delta", 0, 0)
 
-    def __init__(self, registry: str | None = None) -> None:
+    def __init__(self, registry: str | None = None, refine: int = 0) -> None:
         self.registry = registry
+        self.refine = refine             # latent-refinement steps (encoder/refine.py); 0 = off
         self._encoder: Any = None
         self._decode: Any = None
         self._reason: str | None = None
@@ -336,7 +337,7 @@ class Ours(Codec):
             self._reason = f"decoder.api not importable ({type(exc).__name__}: {exc})"
             return
         try:
-            self._encoder = Encoder(self.registry)
+            self._encoder = Encoder(self.registry, refine=self.refine)
         except Exception as exc:  # noqa: BLE001
             self._reason = f"encoder.api.Encoder({self.registry!r}) failed ({type(exc).__name__}: {exc})"
             return
@@ -365,8 +366,9 @@ class Ours(Codec):
         return f"ratelock (code {h.hexdigest()[:8]}; models {models})"
 
     def settings(self) -> dict[str, Any]:
-        return {"call": "encoder.api.Encoder(registry).encode(rgb, target_bpp); decoder.api.decode_bytes(data)",
-                "registry": self.registry, "rate_control": "codec's own (one call per target)"}
+        return {"call": "encoder.api.Encoder(registry, refine=refine).encode(rgb, target_bpp); "
+                        "decoder.api.decode_bytes(data)",
+                "registry": self.registry, "refine": self.refine, "rate_control": "codec's own (one call per target)"}
 
     def encode_target(self, rgb: np.ndarray, target: float) -> tuple[bytes, dict[str, Any]]:
         """One rate-controlled encode; returns the bitstream and what the encoder reported."""
@@ -378,6 +380,8 @@ class Ours(Codec):
         for extra in ("probes", "analyses"):  # search effort, when the encoder reports it
             if isinstance(getattr(res, extra, None), int):
                 info[extra] = getattr(res, extra)
+        if getattr(res, "refinement", None) is not None:
+            info["refine_db"] = res.refinement.gain_db
         return bytes(res.data), info
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
@@ -386,12 +390,12 @@ class Ours(Codec):
         return np.asarray(out, dtype=np.uint8)
 
 
-def make(name: str, registry: str | None = None) -> Codec:
-    """Codec instance by CLI name."""
+def make(name: str, registry: str | None = None, refine: int = 0) -> Codec:
+    """Codec instance by CLI name (`registry` and `refine` concern ours only)."""
     table: dict[str, type[Codec]] = {"jpeg": Jpeg, "jpeg2000": Jpeg2000, "webp": Webp, "avif": Avif,
                                      "hevc": Hevc, "vvc": Vvc}
     if name == "ours":
-        return Ours(registry)
+        return Ours(registry, refine)
     if name not in table:
         raise KeyError(name)
     return table[name]()

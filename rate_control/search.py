@@ -6,8 +6,8 @@ bpp = 8 * bytes / (W * H), so what the search sees is what the challenge measure
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,6 +30,11 @@ class Analysed(Protocol):
     def symbols(self, delta_code: int) -> tuple[np.ndarray, np.ndarray]: ...
 
     def reconstruct(self, delta_code: int) -> np.ndarray: ...
+
+    def refined(self, rgb: np.ndarray, delta_code: int, bit_budget: float, iters: int) -> tuple[Any, Any] | None:
+        """(the same analysis with y refined at this delta code, a report with `iters`, `lam`, `tiles`,
+        `improved_tiles`), or None where refinement does not apply (encoder/refine.py)."""
+        ...
 
 
 class Analyser(Protocol):
@@ -57,6 +62,7 @@ class Choice:
     probes: int = 0
     analyses: int = 0
     mse: float | None = None
+    refinement: Refinement | None = None
 
     @property
     def delta(self) -> float:
@@ -65,6 +71,23 @@ class Choice:
     @property
     def deviation(self) -> float:
         return self.bpp / self.target - 1.0
+
+
+@dataclass
+class Refinement:
+    """What latent refinement did to a choice: kept only if it decodes closer at a rate still in the band."""
+
+    iters: int
+    lam: float
+    mse_before: float
+    mse_after: float
+    bpp_before: float
+    kept: bool
+
+    @property
+    def gain_db(self) -> float:
+        """PSNR gain of the stream handed out (0 when the refinement was not kept)."""
+        return 10 * float(np.log10(self.mse_before / self.mse_after)) if self.kept else 0.0
 
 
 class EncoderMismatch(RuntimeError):
@@ -113,6 +136,34 @@ class _Probe:
             raise EncoderMismatch(f"model {c.model} at delta code {c.delta_code}: the stream does not parse "
                                   "to the latents the encoder coded (encoder bug; nothing written)")
         return c
+
+    def mse(self, k: int, code: int) -> float:
+        rec = self.analysed[k].reconstruct(code)
+        return float(np.mean((rec.astype(np.float64) - self.rgb.astype(np.float64)) ** 2))
+
+    def refine(self, c: Choice, iters: int, ceiling: float) -> Choice:
+        """The choice with its latents refined at its delta code, if that decodes closer while the rate
+        stays in the band and under the ceiling the search aimed at (or the choice's own rate, if above)."""
+        k = self.index(c)
+        pixels = self.rgb.shape[0] * self.rgb.shape[1]
+        limit = max(ceiling, c.bpp)
+        got = self.analysed[k].refined(self.rgb, c.delta_code, (limit - c.bpp) * pixels, iters)
+        if got is None:
+            return c
+        a, info = got
+        before = c.mse if c.mse is not None else self.mse(k, c.delta_code)
+        data = a.code(c.delta_code, c.target_index)
+        bpp = 8 * len(data) / pixels
+        unrefined = self.analysed[k]
+        self.analysed[k] = a
+        after = self.mse(k, c.delta_code)
+        kept = abs(bpp / c.target - 1) <= TOLERANCE + 1e-12 and bpp <= limit and after < before
+        report = Refinement(iters, float(info.lam), before, after, c.bpp, kept)
+        if not kept:
+            self.analysed[k] = unrefined
+            return replace(c, mse=before, refinement=report)
+        self.coded[k, c.delta_code] = data
+        return replace(c, data=data, bpp=bpp, mse=after, refinement=report)
 
     def index(self, c: Choice) -> int:
         """Position in `entries` of the model that made this choice."""
@@ -187,8 +238,12 @@ def fit_delta(bpp_at, target: float, aim: float) -> int:
 
 
 def search(rgb: np.ndarray, target: float, models: Models, aim: float = DEFAULT_AIM,
-           compare_quality: bool = True) -> Choice:
-    """Best stream within the band; raises Unreachable when there is none."""
+           compare_quality: bool = True, refine: int = 0) -> Choice:
+    """Best stream within the band; raises Unreachable when there is none.
+
+    With `refine` > 0 the chosen stream's latents are then refined for that many steps
+    (encoder/refine.py) at its model and delta code, and kept only if they decode closer.
+    """
     entries = models.distinct_entries()
     if not entries:
         raise ValueError("the model registry is empty")
@@ -201,13 +256,14 @@ def search(rgb: np.ndarray, target: float, models: Models, aim: float = DEFAULT_
     ok = [c for c in fits if c.within_band]
     if len(ok) > 1 and compare_quality:
         for c in ok:
-            rec = p.analysed[p.index(c)].reconstruct(c.delta_code)
-            c.mse = float(np.mean((rec.astype(np.float64) - rgb.astype(np.float64)) ** 2))
+            c.mse = p.mse(p.index(c), c.delta_code)
         ok.sort(key=lambda c: (c.mse, -c.bpp))
     elif len(ok) > 1:
         ok.sort(key=lambda c: abs(c.deviation))
     for c in fits:
         c.probes, c.analyses = len(p.coded), len(p.analysed)
+    if ok and refine > 0:
+        ok[0] = p.refine(ok[0], refine, target * (1 + aim))
     if ok:
         return p.verify(ok[0])
     lo, hi = p.bpp(0, S.DELTA_CODE_MAX), p.bpp(len(entries) - 1, S.DELTA_CODE_MIN)
