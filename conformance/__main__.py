@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parity: decode on the GPU with TensorFlow (default) or with the decoder's JAX synthesis "
                         "backend, e.g. on a machine with JAX but no TensorFlow GPU; without a GPU, jax still compares "
                         "the JAX backend on the CPU with TF")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="encode (and re-encode) with this many latent-refinement steps, as `python -m encoder "
+                        "--refine` (default 0: the fast mode; a package's gate uses the package's own)")
     p.add_argument("--keep-work", action="store_true", help="keep decoded images and robustness cases under OUTDIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -88,6 +91,8 @@ def options(args: argparse.Namespace):
         raise UsageError(f"unknown check(s) {', '.join(bad) or '(none)'}; choose from {', '.join(CHECKS)}")
     if args.cases is not None and args.cases < 1:
         raise UsageError("--cases must be at least 1")
+    if args.refine < 0:
+        raise UsageError("--refine must be >= 0")
     load_exclusions(args.exclusions)          # fail fast on a bad file, before anything is encoded
     from conformance.checks.determinism import CONFIGS
     configs = tuple(c.strip() for c in args.configs.split(",") if c.strip()) if args.configs else None
@@ -99,7 +104,7 @@ def options(args: argparse.Namespace):
                 exclusions=Path(args.exclusions) if args.exclusions else None, quick=args.quick, checks=checks,
                 seed=args.seed, cases=args.cases, case_timeout=args.case_timeout, mem_limit_gb=args.mem_limit_gb,
                 keep_work=args.keep_work, progress=not args.no_progress, configs=configs,
-                gpu_backend=args.gpu_backend)
+                gpu_backend=args.gpu_backend, refine=args.refine)
     if args.golden_dir:
         o.golden_dir = Path(args.golden_dir)
     if args.kodak:

@@ -53,6 +53,7 @@ class Options:
     command: str = ""                        # as typed, for the report
     gpu_backend: str = "tf"                  # parity: decode on a GPU with TF, or with the JAX synthesis backend
     v3_dir: Path | None = V3_GOLDEN_DIR      # bitstream v3 goldens for determinism/parity (None: none; tests only)
+    refine: int = 0                          # latent-refinement steps the streams are encoded with (encoder/refine.py)
 
 
 @dataclass
@@ -105,7 +106,7 @@ class Context:
     def encoder(self):
         if self._encoder is None:
             from encoder.api import Encoder
-            self._encoder = Encoder(self.opts.registry)
+            self._encoder = Encoder(self.opts.registry, refine=self.opts.refine)
         return self._encoder
 
     @property
@@ -242,7 +243,7 @@ def run(opts: Options, streams: list[StreamRec] | None = None) -> tuple[list[Che
             "images": len(ctx.images), "targets": ", ".join(f"{t:.2f}" for t in opts.targets),
             "registry": str(registry_path(opts.registry)),
             "models": "; ".join(f"{TARGETS[e.target_index]:.2f}: {e.name} {e.hash}" for e in registry.entries),
-            "mode": "quick" if opts.quick else "full", "seed": opts.seed}
+            "mode": "quick" if opts.quick else "full", "seed": opts.seed, "refine": opts.refine}
     results: list[CheckResult] = []
     try:
         if streams is not None:

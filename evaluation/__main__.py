@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--refine", type=int, default=DEFAULT_ITERS, metavar="STEPS",
                    help="ours: latent-refinement steps, as `python -m encoder --refine` (default: %(default)s, "
                         "what encode.sh ships; 0 = the fast mode)")
+    p.add_argument("--with", dest="with_dir", default=None, metavar="DIR",
+                   help="also report the codecs of an earlier run's DIR/per_image.csv that this run does not compute "
+                        "(same images and targets), e.g. the committed anchors: "
+                        "--codecs ours --with evaluation/results/kodak")
     p.add_argument("--save-bitstreams", action="store_true",
                    help="also keep every chosen bitstream in OUTDIR/bitstreams/")
     return p.parse_args(argv)
@@ -126,6 +130,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise UsageError("none of the requested codecs can run here: "
                          + "; ".join(f"{n}: {r}" for n, r in log.skipped.items()))
 
+    # Checked before the long part, so a bad --with costs nothing.
+    earlier = earlier_rows(Path(args.with_dir), codec_info, {p.stem for p in images}, targets, log.notes) \
+        if args.with_dir else []
+
     with_vmaf = not args.no_vmaf
     if with_vmaf and not (ffmpeg.exe() and ffmpeg.has_filter("libvmaf")):
         with_vmaf = False
@@ -133,7 +141,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         print("evaluation: VMAF disabled: no ffmpeg with libvmaf", file=sys.stderr)
     if args.no_vmaf:
         log.notes.append("VMAF not computed (--no-vmaf)")
-    if args.anchor not in [c.name for c in runnable]:
+    if args.anchor not in [c.name for c in runnable] + [r["codec"] for r in earlier]:
         log.notes.append(f"BD-rate anchor {args.anchor!r} was not run, so there is no BD-rate table")
     if args.crop is not None and args.crop < 176:
         log.notes.append(f"--crop {args.crop} < 176: MS-SSIM (5 scales) is n/a for these images")
@@ -146,6 +154,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     small = [r["image"] for r in rows if min(r["width"], r["height"]) < 176] if rows else []
     if small and not any("MS-SSIM" in n for n in log.notes):
         log.notes.append(f"{len(set(small))} image(s) smaller than 176 px on a side: MS-SSIM n/a for them")
+    if earlier:
+        rows += earlier
+        codec_info = {k: codec_info[k] for k in [*ALL_CODECS, *codec_info] if k in codec_info}
 
     tools = {"ffmpeg": {"path": ffmpeg.exe(), "version": ffmpeg.version()},
              "vmaf": {"computed": with_vmaf, "command": ffmpeg.vmaf_command()}}
@@ -162,6 +173,42 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"evaluation: failed: {f}", file=sys.stderr)
     print(f"report: {outdir / 'report.md'}")
     return 1 if log.failures else 0
+
+
+def earlier_rows(folder: Path, codec_info: dict[str, dict[str, Any]], images: set[str], targets: list[float],
+                 notes: list[str]) -> list[dict[str, Any]]:
+    """Rows of the codecs in an earlier run's per_image.csv that this run did not compute, for these images and
+    targets; each must be complete, so a BD-rate never mixes image sets. Adds them to codec_info."""
+    import csv
+    import json
+
+    from evaluation.runner import CSV_FIELDS
+    path = folder / "per_image.csv"
+    if not path.is_file():
+        raise UsageError(f"--with: {path} not found")
+    info = json.loads((folder / "codecs.json").read_text()).get("codecs", {}) if (folder / "codecs.json").is_file() \
+        else {}
+    keys = {(im, round(t, 4)) for im in images for t in targets}
+    out: dict[str, list[dict[str, Any]]] = {}
+    with path.open() as fh:
+        for r in csv.DictReader(fh):
+            if r["codec"] in codec_info or (r["image"], round(float(r["target"]), 4)) not in keys:
+                continue
+            row: dict[str, Any] = {k: r.get(k, "") for k in CSV_FIELDS}
+            for k in ("target", "bpp", "psnr_rgb", "psnr_y", "msssim_y", "msssim_rgb", "vmaf", "enc_s", "dec_s"):
+                row[k] = float(row[k]) if row[k] not in ("", "nan") else float("nan")
+            row["within_band"] = row["within_band"] == "True"
+            row["calls"] = int(float(row["calls"])) if row["calls"] else 0
+            out.setdefault(r["codec"], []).append(row)
+    rows = []
+    for codec, got in out.items():
+        if len(got) != len(keys):
+            raise UsageError(f"--with: {codec} has {len(got)} of the {len(keys)} (image, target) points in {path}")
+        codec_info[codec] = {**info.get(codec, {"available": True}), "from": str(path)}
+        rows += got
+    if rows:
+        notes.append(f"{', '.join(out)}: taken from the earlier run {path} (--with), not computed here")
+    return rows
 
 
 if __name__ == "__main__":

@@ -99,6 +99,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="whole `decoder/decode.sh` calls on the first size's stream, interleaved with as many bare "
                         "`python -c 'import tensorflow'` calls, for the CLI start-up figure; 0 skips it, as does "
                         "--inprocess (default 3)")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="also time a rate-search encode with this many latent-refinement steps (encoder/refine.py; "
+                        "`python -m encoder` uses 100) at each size, one run each: seconds, peak RSS, PSNR gain "
+                        "(default 0: not run)")
     p.add_argument("--v3", action="store_true",
                    help="also compare bitstream v3 (channel-wise slices) with v2 on one full-size network (issue "
                         "18): decode time on Kodak (wall, CPU, v3/v2), kMAC/pixel of both decoders, and with "
@@ -419,6 +423,11 @@ def run_bench(args: argparse.Namespace) -> int:
                        {**common, "op": "encode_search", "image": str(img), "target": args.target,
                         "runs": 1 if args.startup_only else args.runs, "stream_out": str(stream)})
             results[size, "ours", "encode_search"] = r
+            if args.refine > 0 and not args.startup_only:
+                results[size, "ours", "encode_refine"] = runner(
+                    f"{size} ours encode (rate search + {args.refine} refinement steps)",
+                    {**common, "op": "encode_refine", "image": str(img), "target": args.target, "runs": 1,
+                     "refine": args.refine})
             if args.startup_only:
                 first_stream = stream if stream.is_file() else None
                 img.unlink(missing_ok=True)
@@ -706,6 +715,22 @@ def encode_section(d: ReportData) -> list[str]:
     return ["\nENCODE, seconds (median); ours/anchor uses the rate-search encode",
             table(["size", "ours search", "min-max", "ours fixed", "min-max", "search/fixed", *d.anchor_header,
                    "analyses/probes"], rows)]
+
+
+def refine_section(d: ReportData) -> list[str]:
+    rows = []
+    for s in d.sizes:
+        r, es = d.get(s, "ours", "encode_refine"), d.get(s, "ours", "encode_search")
+        if not _ok(r):
+            continue
+        st = r.get("stages", {})
+        rows.append([s, fs(_med(r)), ratio(_med(r), _med(es)), fs(st.get("refine")), fmib(_rss(r)),
+                     fmib(_rss(es)), fs(r.get("refine_db"), 2), fs(r.get("bpp"), 4)])
+    if not rows:
+        return []
+    return [f"\nREFINED ENCODE (rate search + {d.args.refine} latent-refinement steps per tile, one run): "
+            "seconds, of which refining; peak RSS against the plain search; PSNR gain of the stream handed out",
+            table(["size", "seconds", "x search", "refine s", "peak MiB", "search MiB", "gain dB", "bpp"], rows)]
 
 
 def decode_section(d: ReportData) -> list[str]:
@@ -1099,7 +1124,7 @@ def goals_section(d: ReportData) -> list[str]:
     return ["\nGOALS"] + [line for goal in GOALS for line in goal(d)]
 
 
-SECTIONS = (encode_section, decode_section, peak_rss_section, decode_memory_section, rate_section,
+SECTIONS = (encode_section, refine_section, decode_section, peak_rss_section, decode_memory_section, rate_section,
             decode_split_section, synthesis_profile_section, encode_split_section, startup_section, cli_section,
             v3_decode_section, v3_split_section, v3_complexity_section, v3_8k_section, goals_section)
 
@@ -1107,7 +1132,7 @@ SECTIONS = (encode_section, decode_section, peak_rss_section, decode_memory_sect
 CSV_FIELDS = ["size", "codec", "op", "runs", "median_s", "min_s", "max_s", "first_s", "times", "mpix_per_s", "bytes",
               "bpp", "peak_rss_mib", "rss_ready_mib", "rss_isolated", "startup_s", "interpreter_s", "import_s",
               "load_s", "trace_s", "init_s", "load_trace_s", "models_loaded", "models_distinct", "model", "delta_code",
-              "analyses", "probes", "same_stream_as_search", "knob", "error"]
+              "analyses", "probes", "same_stream_as_search", "knob", "refine_db", "error"]
 
 
 def _row(size: str, codec: str, op: str, r: dict) -> dict:

@@ -137,7 +137,7 @@ def _summ(xs: list[float]) -> dict[str, float]:
 
 
 DECODE_TOP = ("parse", "dequantize", "synthesis", "to_uint8")
-ENCODE_TOP = ("analysis", "code", "reconstruct")
+ENCODE_TOP = ("analysis", "code", "reconstruct", "refine")
 
 
 def _with_other(acc: dict[str, float], total: float, top: tuple[str, ...]) -> dict[str, float]:
@@ -418,7 +418,7 @@ def _op_encode(spec: dict, res: dict) -> None:
     rgb = np.load(spec["image"]) if spec.get("image") else None
     op = spec["op"]
     t = _now()
-    enc = Encoder(spec.get("registry"))
+    enc = Encoder(spec.get("registry"), refine=int(spec.get("refine", 0)))
     res["models_loaded"] = enc.models.loaded  # the store's own record of what it loaded (models.weights.ModelStore)
     entries = enc.models.distinct_entries()
     res["models_distinct"] = len(entries)
@@ -433,7 +433,7 @@ def _op_encode(spec: dict, res: dict) -> None:
     mi, code = model_index(), int(spec.get("delta_code", 128))
     tiny = np.ascontiguousarray(np.full((64, 64, 3), 128, np.uint8) if rgb is None else rgb[:64, :64])
     t = _now()   # load the model(s) and trace the tf.functions on a tiny image
-    if op == "encode_search":
+    if op in ("encode_search", "encode_refine"):
         enc.encode(tiny, float(spec["target"]))
     else:
         enc.encode_fixed(tiny, mi, code)
@@ -454,11 +454,13 @@ def _op_encode(spec: dict, res: dict) -> None:
         st.reset()
         st.active = True
         t = _now()
-        if op == "encode_search":
+        if op in ("encode_search", "encode_refine"):
             c = enc.encode(rgb, float(spec["target"]))
             data = bytes(c.data)
             info = {"model": c.model, "target_index": c.target_index, "delta_code": c.delta_code,
                     "within_band": bool(c.within_band), "probes": int(c.probes), "analyses": int(c.analyses)}
+            if c.refinement is not None:
+                info["refine_db"] = c.refinement.gain_db
         else:
             data = bytes(enc.encode_fixed(rgb, mi, code))
             info = {"model": entries[mi].name, "target_index": entries[mi].target_index, "delta_code": code,
@@ -538,7 +540,7 @@ def _op_anchor(spec: dict, res: dict) -> None:
 OPS: dict[str, Callable[[dict, dict], None]] = {
     "startup_decode": _op_decode, "decode": _op_decode, "profile_synthesis": _op_profile_synthesis,
     "decode_set": _op_decode_set, "encode_set": _op_encode_set,
-    "startup_encode": _op_encode, "encode_search": _op_encode, "encode_fixed": _op_encode,
+    "startup_encode": _op_encode, "encode_search": _op_encode, "encode_fixed": _op_encode, "encode_refine": _op_encode,
     "anchor_match": _op_anchor, "anchor_encode": _op_anchor, "anchor_decode": _op_anchor,
 }
 

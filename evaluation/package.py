@@ -120,7 +120,8 @@ def _copy_decoder(dest: Path, registry: Path) -> None:
     (dest / "models" / "registry.yaml").write_text(yaml.safe_dump({"models": rows}, sort_keys=False))
 
 
-def build(images_dir: Path, team: str, out: Path, targets: list[float], registry: str | None) -> list[Row]:
+def build(images_dir: Path, team: str, out: Path, targets: list[float], registry: str | None,
+          refine: int = 0) -> list[Row]:
     from tqdm import tqdm
 
     from decoder.api import decode_bytes
@@ -134,7 +135,7 @@ def build(images_dir: Path, team: str, out: Path, targets: list[float], registry
     images = image_paths(images_dir)
     for sub in ("bitstreams", "decoded"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    enc = Encoder(registry)
+    enc = Encoder(registry, refine=refine)
     rows: list[Row] = []
     bar = tqdm(total=len(images) * len(targets), desc="packaging", unit="stream", file=sys.stderr)
     for img in images:
@@ -166,7 +167,7 @@ def build(images_dir: Path, team: str, out: Path, targets: list[float], registry
 
 
 def conformance_gate(images_dir: Path, out: Path, rows: list[Row], registry: str | None, quick: bool = True,
-                     cases: int | None = None, progress: bool = True) -> list[str]:
+                     cases: int | None = None, progress: bool = True, refine: int = 0) -> list[str]:
     """Runs the conformance suite on the package's streams as written; returns its failures, one line each.
 
     The suite names streams <stem>_<BR>.bit (the encoder CLI's convention, which
@@ -189,7 +190,7 @@ def conformance_gate(images_dir: Path, out: Path, rows: list[Row], registry: str
             recs.append(StreamRec(r.image, stem, r.target, dst, r.width, r.height, "ok", r.bpp, r.model,
                                   r.delta_code))
         opts = Options(images_dir, sorted({r.target for r in rows}), scratch, registry=registry, quick=quick,
-                       checks=checks, cases=cases, progress=progress,
+                       checks=checks, cases=cases, progress=progress, refine=refine,
                        command=f"python -m {PROG} (conformance gate, {'quick' if quick else 'full'})")
         results, meta = run(opts, streams=recs)
         pj, pm = report.write(scratch, meta, results)
@@ -272,6 +273,7 @@ def verify(out: Path, timeout: float = 3600) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from encoder.refine import DEFAULT_ITERS
     p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", help="folder of source images")
@@ -288,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
                         "'full' (every stream, 5 configurations, 300 cases); default quick")
     p.add_argument("--conformance-cases", type=int, default=None, metavar="N",
                    help="number of robustness cases in the conformance gate (default: the mode's number)")
+    p.add_argument("--refine", type=int, default=DEFAULT_ITERS, metavar="STEPS",
+                   help="latent-refinement steps per stream, as `python -m encoder --refine` (default: %(default)s; "
+                        "the conformance gate re-encodes with the same)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -300,11 +305,13 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.force:
                     raise PackageError(f"{out} exists (use --force to replace it)")
                 shutil.rmtree(out)
-            rows = build(Path(args.images), args.team, out, targets, args.registry)
+            if args.refine < 0:
+                raise PackageError("--refine must be >= 0")
+            rows = build(Path(args.images), args.team, out, targets, args.registry, args.refine)
             print(f"{len(rows)} streams written to {out}")
             conf_failures = conformance_gate(Path(args.images), out, rows, args.registry,
                                              quick=args.conformance == "quick", cases=args.conformance_cases,
-                                             progress=not args.no_progress)
+                                             progress=not args.no_progress, refine=args.refine)
             write_manifest(out, args.team, targets, rows)
         else:
             conf_failures = []

@@ -247,3 +247,12 @@ def test_v3_parse_is_the_same_across_threads_and_onednn():
         r = run_cli(["-c", code], env)
         assert r.returncode == 0, r.stderr[-1500:]
         assert json.loads(r.stdout.strip().splitlines()[-1]) == want, env
+
+
+def test_v3_streams_are_not_refined(models):
+    """Latent refinement needs a gradient, and v3's slice nets are integer networks: it declines, so the
+    search hands out the v3 stream as searched (encoder/refine.py)."""
+    rgb = kodak_crop("kodim23.png", 64, 128)
+    _, a = _analysed(models, 0.25, rgb)
+    assert a.slope(rgb, 90) > 0                             # so it is not declined for want of a slope
+    assert a.refined(rgb, 90, 1000.0, 10) is None

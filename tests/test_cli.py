@@ -44,6 +44,12 @@ def test_encoder_bad_targets(target, tmp_path):
     assert "target" in _one_line_error(r)
 
 
+def test_encoder_bad_refine(tmp_path):
+    r = run_cli(["-m", "encoder", str(KODAK / "kodim01.png"), "0.25", str(tmp_path / "o.bit"), "--refine", "-1"])
+    assert "--refine" in _one_line_error(r)
+    assert not (tmp_path / "o.bit").exists()
+
+
 @pytest.mark.slow
 def test_encoder_unreachable_writes_nothing(tiny_registry, tmp_path):
     Image.new("RGB", (1, 1), (10, 20, 30)).save(tmp_path / "one.png")

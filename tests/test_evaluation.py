@@ -243,6 +243,25 @@ def test_missing_codecs_are_reported_not_silent(tiny_dir: Path, tmp_path: Path, 
         assert [r["codec"] for r in csv.DictReader(fh)] == ["jpeg"]
 
 
+def test_with_reports_an_earlier_runs_codecs(tiny_dir: Path, tmp_path: Path, capsys) -> None:
+    """--with DIR adds the codecs this run did not compute from DIR/per_image.csv, rows unchanged, and refuses
+    a folder that lacks some of this run's points."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main([str(tiny_dir), "--out", str(first), "--codecs", "jpeg,jpeg2000", "--targets", "0.5,1",
+                 "--no-vmaf"]) == 0
+    assert main([str(tiny_dir), "--out", str(second), "--codecs", "jpeg2000", "--targets", "0.5,1", "--no-vmaf",
+                 "--with", str(first)]) == 0
+    rows = lambda d: {(r["codec"], r["image"], r["target"]): r["psnr_rgb"]  # noqa: E731
+                      for r in csv.DictReader((d / "per_image.csv").open())}
+    assert rows(second) == rows(first)
+    assert "jpeg" in (second / "bd.md").read_text() and "--with" in (second / "report.md").read_text()
+    capsys.readouterr()
+    assert main([str(tiny_dir), "--out", str(second), "--codecs", "jpeg2000", "--targets", "0.25,0.5",
+                 "--no-vmaf", "--with", str(first)]) == 2
+    err = capsys.readouterr().err
+    assert "--with: jpeg has 1 of the 2" in err and "evaluating" not in err      # refused before any work
+
+
 def test_results_are_cached_and_force_recomputes(tiny_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     args = [str(tiny_dir), "--out", str(out), "--codecs", "jpeg,jpeg2000", "--targets", "0.5,1", "--no-vmaf"]
@@ -289,7 +308,7 @@ def test_ours_plugin_path_with_a_stand_in_encoder(tiny_dir: Path, tmp_path: Path
         probes: int = 2
 
     class Encoder:
-        def __init__(self, registry=None):
+        def __init__(self, registry=None, refine=0):
             self.registry = registry
 
         def encode(self, rgb, target):

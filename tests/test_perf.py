@@ -103,16 +103,16 @@ def test_bench_runs_and_reports(tiny_registry, tmp_path):
     """The benchmark CLI end to end, in-process on a tiny image (anchors included where available)."""
     from evaluation import bench
     rc = bench.main(["--inprocess", "--sizes", "96x64", "--runs", "1", "--registry", str(tiny_registry),
-                     "--out", str(tmp_path)])
+                     "--out", str(tmp_path), "--refine", "5"])
     assert rc == 0
     rows = list(csv.DictReader((tmp_path / "bench.csv").open()))
     ok = {(r["codec"], r["op"]) for r in rows if not r["error"]}
     assert {("ours", "encode_search"), ("ours", "encode_fixed"), ("ours", "decode"), ("ours", "startup_decoder"),
-            ("ours", "startup_encoder")} <= ok
+            ("ours", "startup_encoder"), ("ours", "encode_refine")} <= ok
     dec = next(r for r in rows if r["op"] == "decode")
     assert float(dec["median_s"]) > 0 and float(dec["stage_synthesis_s"]) > 0 and float(dec["stage_parse_s"]) > 0
     text = (tmp_path / "table.txt").read_text()
-    for heading in ("ENCODE,", "DECODE,", "PEAK RSS", "DECODE SPLIT", "START-UP", "GOALS"):
+    for heading in ("ENCODE,", "REFINED ENCODE", "DECODE,", "PEAK RSS", "DECODE SPLIT", "START-UP", "GOALS"):
         assert heading in text
     # In-process runs never claim isolation-dependent goals.
     assert "[not measured] 3840x2160" in text

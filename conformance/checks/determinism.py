@@ -391,7 +391,7 @@ def _encode_checks(ctx, r: CheckResult, streams: list) -> list[list]:
     out = ctx.work / "cli_encode"
     targets = sorted({s.target for s in streams})
     cmd = [python(), "-m", "encoder", str(img_dir), "--targets", ",".join(repr(t) for t in targets),
-           "--out", str(out), "--best-effort"]
+           "--out", str(out), "--best-effort", "--refine", str(ctx.opts.refine)]
     if ctx.opts.registry:
         cmd += ["--registry", str(ctx.opts.registry)]
     t0 = time.perf_counter()
