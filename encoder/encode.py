@@ -138,25 +138,30 @@ class Analysed:
         header = B.Header(target_index, self.model.entry.hash16, self.width, self.height, delta_code)
         return B.pack(header, self.z_bytes, y_bytes)
 
-    def refined(self, rgb: np.ndarray, delta_code: int, bit_budget: float,
-                iters: int) -> tuple[Analysed, Refined] | None:
+    def refined(self, rgb: np.ndarray, delta_code: int, bit_budget: float, iters: int,
+                here: tuple[float, float] | None = None) -> tuple[Analysed, Refined] | None:
         """This analysis with y refined for this delta code (encoder/refine.py), or None where refinement
-        does not apply (v3's integer slice nets give no gradient; an image whose rate does not fall with delta)."""
+        does not apply (v3's integer slice nets give no gradient; an image whose rate does not fall with delta).
+        `here`: (bpp, MSE) at this delta code, if the caller has them, so they are not computed again."""
         if self.model.slices is not None or iters <= 0:
             return None
         with self.model.stage("refine"):
-            lam = self.slope(rgb, delta_code)
+            lam = self.slope(rgb, delta_code, here)
             if not lam > 0:
                 return None
             r = refine_latents(self.model.dec.synthesis, rgb, self.y, self.mu_q, self.log2_sigma_q, delta_code,
                                lam, bit_budget, iters)
             return replace(self, y=r.y), r
 
-    def slope(self, rgb: np.ndarray, delta_code: int) -> float:
-        """-dMSE/dbpp of this image around this delta code, from real bytes and the decoder's output."""
+    def slope(self, rgb: np.ndarray, delta_code: int, here: tuple[float, float] | None = None) -> float:
+        """-dMSE/dbpp of this image around this delta code, from real bytes and the decoder's output;
+        `here` is (bpp, MSE) at delta_code when already known."""
         lo = min(delta_code, S.DELTA_CODE_MAX - DELTA_PROBE)
         points = []
         for code in (lo, lo + DELTA_PROBE):
+            if code == delta_code and here is not None:
+                points.append(here)
+                continue
             bpp = 8 * len(self._code(code, 0)) / (self.width * self.height)
             err = self._reconstruct(code).astype(np.float64) - rgb
             points.append((bpp, float(np.mean(err * err))))

@@ -31,9 +31,10 @@ class Analysed(Protocol):
 
     def reconstruct(self, delta_code: int) -> np.ndarray: ...
 
-    def refined(self, rgb: np.ndarray, delta_code: int, bit_budget: float, iters: int) -> tuple[Any, Any] | None:
-        """(the same analysis with y refined at this delta code, a report with `iters`, `lam`, `tiles`,
-        `improved_tiles`), or None where refinement does not apply (encoder/refine.py)."""
+    def refined(self, rgb: np.ndarray, delta_code: int, bit_budget: float, iters: int,
+                here: tuple[float, float] | None = None) -> tuple[Any, Any] | None:
+        """(the same analysis with y refined at this delta code, a report with `lam`), or None where
+        refinement does not apply (encoder/refine.py); `here` is (bpp, MSE) at that code, when known."""
         ...
 
 
@@ -147,11 +148,11 @@ class _Probe:
         k = self.index(c)
         pixels = self.rgb.shape[0] * self.rgb.shape[1]
         limit = max(ceiling, c.bpp)
-        got = self.analysed[k].refined(self.rgb, c.delta_code, (limit - c.bpp) * pixels, iters)
+        before = c.mse if c.mse is not None else self.mse(k, c.delta_code)
+        got = self.analysed[k].refined(self.rgb, c.delta_code, (limit - c.bpp) * pixels, iters, (c.bpp, before))
         if got is None:
             return c
         a, info = got
-        before = c.mse if c.mse is not None else self.mse(k, c.delta_code)
         data = a.code(c.delta_code, c.target_index)
         bpp = 8 * len(data) / pixels
         unrefined = self.analysed[k]
