@@ -87,14 +87,21 @@ class EncoderModel:
     def _analyse(self, rgb: np.ndarray) -> Analysed:
         h, w = rgb.shape[:2]
         y = self.transform(rgb)
-        z = self._h_a(y[None])[0].numpy()
+        return Analysed(self, w, h, y, *self.side_info(self.hyper_analyse(y)))
+
+    def hyper_analyse(self, y: np.ndarray) -> np.ndarray:
+        """z before rounding (refinement starts from it)."""
+        return self._h_a(y[None])[0].numpy()
+
+    def side_info(self, z: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray]:
+        """z rounded, clamped and coded, and the integer hyper path on it: (z bytes, mu_q, log2_sigma_q)."""
         z_idx = np.broadcast_to(np.arange(z.shape[-1], dtype=np.int32), z.shape)
         z_hat = self.dec.z_table.clamp(np.clip(np.round(z), -Z_MAX, Z_MAX), z_idx)
         with self.stage("range_encode"):
             z_bytes = coding.encode(z_hat, z_idx, self.dec.z_table)
         with self.stage("analysis.hyper_synthesis_int"):
             mu_q, log2_sigma_q = self.dec.intnet.run(z_hat)
-        return Analysed(self, w, h, y, z_bytes, mu_q, log2_sigma_q)
+        return z_bytes, mu_q, log2_sigma_q
 
 
 @dataclass
@@ -140,7 +147,7 @@ class Analysed:
 
     def refined(self, rgb: np.ndarray, delta_code: int, bit_budget: float, iters: int,
                 here: tuple[float, float] | None = None) -> tuple[Analysed, Refined] | None:
-        """This analysis with y refined for this delta code (encoder/refine.py), or None where refinement
+        """This analysis with y and z refined for this delta code (encoder/refine.py), or None where refinement
         does not apply (v3's integer slice nets give no gradient; an image whose rate does not fall with delta).
         `here`: (bpp, MSE) at this delta code, if the caller has them, so they are not computed again."""
         if self.model.slices is not None or iters <= 0:
@@ -149,9 +156,11 @@ class Analysed:
             lam = self.slope(rgb, delta_code, here)
             if not lam > 0:
                 return None
-            r = refine_latents(self.model.dec.synthesis, rgb, self.y, self.mu_q, self.log2_sigma_q, delta_code,
-                               lam, bit_budget, iters)
-            return replace(self, y=r.y), r
+            dec = self.model.dec
+            r = refine_latents(dec.synthesis, dec.intnet, dec.z_table, rgb, self.y, self.model.hyper_analyse(self.y),
+                               delta_code, lam, bit_budget, iters)
+            z_bytes, mu_q, log2_sigma_q = self.model.side_info(r.z)
+            return replace(self, y=r.y, z_bytes=z_bytes, mu_q=mu_q, log2_sigma_q=log2_sigma_q), r
 
     def slope(self, rgb: np.ndarray, delta_code: int, here: tuple[float, float] | None = None) -> float:
         """-dMSE/dbpp of this image around this delta code, from real bytes and the decoder's output;

@@ -76,19 +76,28 @@ class Choice:
 
 @dataclass
 class Refinement:
-    """What latent refinement did to a choice: kept only if it decodes closer at a rate still in the band."""
+    """What latent refinement did to a choice: kept only if it costs less (MSE + lam * bpp) at a rate still
+    in the band."""
 
     iters: int
-    lam: float
+    lam: float             # the image's own slope, MSE per bpp
     mse_before: float
     mse_after: float
     bpp_before: float
     kept: bool
+    bpp_after: float = float("nan")
 
     @property
     def gain_db(self) -> float:
         """PSNR gain of the stream handed out (0 when the refinement was not kept)."""
         return 10 * float(np.log10(self.mse_before / self.mse_after)) if self.kept else 0.0
+
+    @property
+    def equivalent_db(self) -> float:
+        """The gain counting the rate too: the bits saved valued at the image's slope (0 when not kept)."""
+        if not self.kept:
+            return 0.0
+        return 10 * float(np.log10(self.mse_before / (self.mse_after - self.lam * (self.bpp_before - self.bpp_after))))
 
 
 class EncoderMismatch(RuntimeError):
@@ -142,9 +151,15 @@ class _Probe:
         rec = self.analysed[k].reconstruct(code)
         return float(np.mean((rec.astype(np.float64) - self.rgb.astype(np.float64)) ** 2))
 
-    def refine(self, c: Choice, iters: int, ceiling: float) -> Choice:
-        """The choice with its latents refined at its delta code, if that decodes closer while the rate
-        stays in the band and under the ceiling the search aimed at (or the choice's own rate, if above)."""
+    def refine(self, c: Choice, iters: int, ceiling: float, aim: float) -> Choice:
+        """The choice with its latents refined at its delta code, if that costs less (MSE + lambda * bpp,
+        lambda being the image's own slope) while the rate stays in the band and under the ceiling the
+        search aimed at (or the choice's own rate, if above).
+
+        Refining z as well can save more bits than the band allows (up to -14 % at 0.06 bpp): a refined
+        stream below the band is re-fitted, by the same bisection, to the finest delta code under the
+        ceiling, which spends the bits saved on quality instead.
+        """
         k = self.index(c)
         pixels = self.rgb.shape[0] * self.rgb.shape[1]
         limit = max(ceiling, c.bpp)
@@ -153,18 +168,24 @@ class _Probe:
         if got is None:
             return c
         a, info = got
-        data = a.code(c.delta_code, c.target_index)
+        lam = float(info.lam)
+        code = c.delta_code
+        data = a.code(code, c.target_index)
+        if 8 * len(data) / pixels < c.target * (1 - TOLERANCE):
+            code = fit_delta(lambda d: 8 * len(a.code(d, c.target_index)) / pixels, c.target, aim)
+            data = a.code(code, c.target_index)
         bpp = 8 * len(data) / pixels
         unrefined = self.analysed[k]
         self.analysed[k] = a
-        after = self.mse(k, c.delta_code)
-        kept = abs(bpp / c.target - 1) <= TOLERANCE + 1e-12 and bpp <= limit and after < before
-        report = Refinement(iters, float(info.lam), before, after, c.bpp, kept)
+        after = self.mse(k, code)
+        kept = (abs(bpp / c.target - 1) <= TOLERANCE + 1e-12 and bpp <= limit
+                and after + lam * bpp < before + lam * c.bpp)
+        report = Refinement(iters, lam, before, after, c.bpp, kept, bpp)
         if not kept:
             self.analysed[k] = unrefined
             return replace(c, mse=before, refinement=report)
-        self.coded[k, c.delta_code] = data
-        return replace(c, data=data, bpp=bpp, mse=after, refinement=report)
+        self.coded[k, code] = data
+        return replace(c, data=data, bpp=bpp, delta_code=code, mse=after, refinement=report)
 
     def index(self, c: Choice) -> int:
         """Position in `entries` of the model that made this choice."""
@@ -264,7 +285,7 @@ def search(rgb: np.ndarray, target: float, models: Models, aim: float = DEFAULT_
     for c in fits:
         c.probes, c.analyses = len(p.coded), len(p.analysed)
     if ok and refine > 0:
-        ok[0] = p.refine(ok[0], refine, target * (1 + aim))
+        ok[0] = p.refine(ok[0], refine, target * (1 + aim), aim)
     if ok:
         return p.verify(ok[0])
     lo, hi = p.bpp(0, S.DELTA_CODE_MAX), p.bpp(len(entries) - 1, S.DELTA_CODE_MIN)

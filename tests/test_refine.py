@@ -88,9 +88,8 @@ def test_tiled_refinement(encoder, tiny_registry, monkeypatch):
 def test_a_refinement_that_does_not_help_is_dropped(encoder, tiny_registry, monkeypatch):
     """If refinement returned worse latents, the search hands out the unrefined stream (this test fails
     if the acceptance check is removed)."""
-    def worse(synthesis, rgb, y, *a, **k):
-        out = R.Refined(y + np.float32(3.0), 1, 1.0, 1, 1, 0.0)
-        return out
+    def worse(synthesis, hyper, z_table, rgb, y, z, *a, **k):
+        return R.Refined(y + np.float32(3.0), np.round(z), 1, 1.0, 1, 1, 0.0)
     monkeypatch.setattr("encoder.encode.refine_latents", worse)
     rgb = kodak_crop()
     plain = search(rgb, 0.12, encoder.models)
