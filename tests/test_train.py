@@ -118,6 +118,9 @@ def test_learning_rate_schedule():
     cfg = TrainConfig(lr=1e-3, warmup_steps=100, steps=1000, lr_decay_at=[0.5, 0.9])
     seen = [float(learning_rate(cfg, s)) for s in (0, 99, 400, 600, 950)]
     assert seen == pytest.approx([1e-5, 1e-3, 1e-3, 1e-4, 1e-5], rel=1e-5)
+    # Resumed at step 400 with fresh Adam moments: warm up again, by Adam's count; decays still by step.
+    again = [float(learning_rate(cfg, s, c)) for s, c in ((400, 0), (449, 49), (450, 100), (600, 0))]
+    assert again == pytest.approx([1e-5, 5e-4, 1e-3, 1e-6], rel=1e-5)
 
 
 def test_config_coerces_yaml_strings():
