@@ -108,3 +108,39 @@ def test_committed_models_decode_closer_at_the_same_rate():
     c = enc.encode(rgb, 0.5)
     _check_guarantees(c, plain, rgb, 0.5, enc.models.registry.path)
     assert c.refinement.kept and c.refinement.gain_db > 0.1, c.refinement
+
+
+def test_float_surrogate_follows_the_integer_hyper_synthesis():
+    """z's gradient comes from the float surrogate; it must compute what the integer network computes
+    (to a small fraction of a quantiser step), or refining z would aim at the wrong mu and sigma."""
+    from encoder.api import Encoder
+    from models.runtime import import_tensorflow
+    tf = import_tensorflow()
+    enc = Encoder()
+    entry = enc.models.distinct_entries()[2]
+    model = enc.models.encoder_model(entry)
+    z_hat = np.round(model.hyper_analyse(model.transform(kodak_crop("kodim07.png", 256, 256))))
+    mu_q, log2_sigma_q = model.dec.intnet.run(z_hat)
+    mu, log2_sigma = R.FloatHyperSynthesis(tf, model.dec.intnet)(tf.constant(z_hat[None], tf.float32))
+    assert np.abs(mu[0].numpy() - mu_q / 256).max() < 0.05
+    assert np.abs(log2_sigma[0].numpy() - log2_sigma_q / 256).max() < 0.05
+
+
+def test_z_bits_are_the_tables_own():
+    """z's rate in the loss is the CDF table's: -log2 of each bin's mass, escapes priced above the row."""
+    from encoder.api import Encoder
+    from models.runtime import import_tensorflow
+    tf = import_tensorflow()
+    enc = Encoder()
+    table = enc.models.decoder_model(enc.models.distinct_entries()[0]).z_table
+    c = 3
+    head = int(np.sum(table.length[:c] + 2))
+    n, lo = int(table.length[c]), int(table.offset[c])
+    mass = np.diff(table.cdf[head + 1:head + 2 + n].astype(np.float64)) / 2.0 ** table.cdf[head]
+    zb = R._ZBits(tf, table, c + 1)
+    v = np.zeros((1, c + 1), np.float32)
+    for k in (0, n // 2, n - 2):
+        v[0, c] = lo + k
+        assert float(zb(tf.constant(v))[0, c]) == pytest.approx(-np.log2(mass[k]), rel=1e-5)
+    v[0, c] = lo + n + 5
+    assert float(zb(tf.constant(v))[0, c]) > -np.log2(mass[n - 1])
