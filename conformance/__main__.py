@@ -38,8 +38,10 @@ def parse_targets(text: str) -> list[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     from conformance.suite import CHECKS
-    p = argparse.ArgumentParser(prog="python -m conformance", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from encoder.refine import add_refine_option
+    from models.cli import ArgumentParser
+    p = ArgumentParser(prog="python -m conformance", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of 8-bit RGB images (png, ppm, bmp, tif, ...)")
     p.add_argument("--targets", default="all",
                    help="'all' (the 8 challenge targets) or comma-separated bpp values, e.g. 0.25,0.5")
@@ -71,9 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parity: decode on the GPU with TensorFlow (default) or with the decoder's JAX synthesis "
                         "backend, e.g. on a machine with JAX but no TensorFlow GPU; without a GPU, jax still compares "
                         "the JAX backend on the CPU with TF")
-    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
-                   help="encode (and re-encode) with this many latent-refinement steps, as `python -m encoder "
-                        "--refine` (default 0: the fast mode; a package's gate uses the package's own)")
+    add_refine_option(p, default=0, note="the rate check's encodes and re-encodes; a package's gate uses the "
+                                         "package's own")
     p.add_argument("--keep-work", action="store_true", help="keep decoded images and robustness cases under OUTDIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -91,8 +92,6 @@ def options(args: argparse.Namespace):
         raise UsageError(f"unknown check(s) {', '.join(bad) or '(none)'}; choose from {', '.join(CHECKS)}")
     if args.cases is not None and args.cases < 1:
         raise UsageError("--cases must be at least 1")
-    if args.refine < 0:
-        raise UsageError("--refine must be >= 0")
     load_exclusions(args.exclusions)          # fail fast on a bad file, before anything is encoded
     from conformance.checks.determinism import CONFIGS
     configs = tuple(c.strip() for c in args.configs.split(",") if c.strip()) if args.configs else None

@@ -21,8 +21,9 @@ STREAM_SUFFIXES = (".bit", ".bits")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m decoder", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from models.cli import ArgumentParser
+    p = ArgumentParser(prog=PROG, description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="stream file, or with --dir a folder of streams")
     p.add_argument("output", help="output PNG, or with --dir an output folder")
     p.add_argument("--dir", action="store_true", help="decode every stream in the input folder")

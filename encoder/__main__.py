@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: keep errors one line
 
-from encoder.refine import DEFAULT_ITERS  # noqa: E402  (no TensorFlow behind these imports)
+from encoder.refine import add_refine_option  # noqa: E402  (no TensorFlow behind these imports)
 from models.targets import TOLERANCE  # noqa: E402
 from rate_control.search import DEFAULT_AIM  # noqa: E402
 
@@ -49,8 +49,9 @@ def parse_targets(text: str) -> list[float]:
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m encoder", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from models.cli import ArgumentParser
+    p = ArgumentParser(prog=PROG, description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="input PNG, or a folder of images (batch mode)")
     p.add_argument("target", nargs="?", help="target bpp (single-image mode)")
     p.add_argument("output", nargs="?", help="output stream (single-image mode)")
@@ -60,10 +61,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="model registry YAML (default: $RATELOCK_REGISTRY or models/registry.yaml)")
     p.add_argument("--aim", type=float, default=DEFAULT_AIM,
                    help="aim within this fraction of the target (the band is +-15 %%); rates up to target*(1+aim)")
-    p.add_argument("--refine", type=int, default=DEFAULT_ITERS, metavar="STEPS",
-                   help="latent refinement after the rate search: gradient steps on the chosen latents (per 768-px "
-                        "tile), kept only if they decode closer in the band; 0 = off, the fast mode "
-                        "(default: %(default)s; encoder/refine.py)")
+    add_refine_option(p)
     p.add_argument("--best-effort", action="store_true",
                    help="when the target is unreachable, write the closest stream anyway (exit status stays non-zero)")
     p.add_argument("--flatten-alpha", action="store_true", help="composite RGBA input on white instead of refusing it")
@@ -76,7 +74,8 @@ def _describe(c, name: str) -> str:
            f"delta {c.delta:.3f} (code {c.delta_code}), {c.analyses} analyses, {c.probes} probes")
     r = c.refinement
     if r is not None:
-        out += (f", refined {r.gain_db:+.2f} dB ({r.iters} steps)" if r.kept
+        out += (f", refined {r.gain_db:+.2f} dB at {(r.bpp_after / r.bpp_before - 1) * 100:+.1f} % rate "
+                f"({r.equivalent_db:+.2f} dB equivalent, {r.iters} steps)" if r.kept
                 else f", refinement not kept ({r.iters} steps)")
     return out
 
@@ -163,8 +162,6 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("usage: python -m encoder in.png TARGET out.bit  |  python -m encoder DIR --out OUTDIR")
     if not 0 <= args.aim < TOLERANCE:
         raise UsageError(f"--aim must be in [0, {TOLERANCE:g})")
-    if args.refine < 0:
-        raise UsageError("--refine must be >= 0")
     # Everything about the input and the destination is checked before TensorFlow and the models load.
     from encoder.imageio import image_paths, load_rgb8
     from models.pngio import check_writable, ensure_output_dir

@@ -29,7 +29,7 @@ the stream is an ordinary v2 stream and the decoder cannot tell.
   budget wins, and the unrefined latents are a candidate, so a tile never gets
   worse by its own measure. Rate control then
   codes the whole image for real and keeps the refinement only if the stream is
-  inside the band, under the search's ceiling, and decodes closer to the image.
+  inside the band, under the search's ceiling, and costs less MSE + lambda * bpp.
 - Large images are refined in tiles of TILE_LATENTS with a fixed context of
   HALO_LATENTS (as the tiled synthesis), so memory is bounded at any size. A
   tile owns the z under its core; z around it is context, and later tiles see
@@ -52,6 +52,16 @@ from models.intnet import BAND_HALO, IntHyperSynthesis
 from models.synthesis import Y_STRIDE, Z_STRIDE
 
 DEFAULT_ITERS = 100        # python -m encoder --refine: steps per tile (0 = off)
+
+
+def add_refine_option(parser, default: int = DEFAULT_ITERS, note: str = "") -> None:
+    """`--refine STEPS`, declared once for every tool that encodes (encoder, evaluation, evaluation.package,
+    conformance); `note` says what the tool does with it."""
+    from models.cli import non_negative_int
+    parser.add_argument("--refine", type=non_negative_int, default=default, metavar="STEPS",
+                        help="latent-refinement steps per tile after the rate search (encoder/refine.py); kept only "
+                             "when the stream stays in the band and costs less MSE + lambda * bpp; 0 = off, the "
+                             f"fast mode (default: %(default)s{'; ' + note if note else ''})")
 LEARNING_RATE = 0.005      # Adam, on y in its own units
 TAU_START, TAU_MIN, TAU_DECAY = 0.5, 0.02, 3.0   # tau = max(TAU_START * exp(-TAU_DECAY * t), TAU_MIN), t: 0 -> 1
 CHECK_EVERY = 10

@@ -23,11 +23,11 @@ class UsageError(Exception):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from encoder.refine import DEFAULT_ITERS
+    from encoder.refine import add_refine_option
     from evaluation.codecs import ALL_CODECS
+    from models.cli import ArgumentParser
 
-    p = argparse.ArgumentParser(prog="python -m evaluation",
-                                description="Rate-matched codec evaluation at the challenge targets.")
+    p = ArgumentParser(prog="python -m evaluation", description="Rate-matched codec evaluation at the challenge targets.")
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of lossless RGB images (png/ppm/bmp/tif)")
     p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (created; holds cache/ too)")
     p.add_argument("--codecs", default=",".join(ALL_CODECS),
@@ -41,9 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="centre-crop each image to at most PX x PX for quick runs (MS-SSIM needs >= 176)")
     p.add_argument("--no-vmaf", action="store_true", help="skip VMAF (reported as n/a)")
     p.add_argument("--registry", default=None, help="model registry passed to encoder.api.Encoder (ours)")
-    p.add_argument("--refine", type=int, default=DEFAULT_ITERS, metavar="STEPS",
-                   help="ours: latent-refinement steps, as `python -m encoder --refine` (default: %(default)s, "
-                        "what encode.sh ships; 0 = the fast mode)")
+    add_refine_option(p, note="codec 'ours'; the default is what encode.sh ships")
     p.add_argument("--with", dest="with_dir", default=None, metavar="DIR",
                    help="also report the codecs of an earlier run's DIR/per_image.csv that this run does not compute "
                         "(same images and targets), e.g. the committed anchors: "
@@ -82,8 +80,6 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise UsageError(f"images directory not found: {images_dir}")
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be >= 1")
-    if args.refine < 0:
-        raise UsageError("--refine must be >= 0")
     if args.crop is not None and args.crop < 16:
         raise UsageError("--crop must be >= 16")
     names = [c.strip() for c in args.codecs.split(",") if c.strip()]

@@ -273,9 +273,10 @@ def verify(out: Path, timeout: float = 3600) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from encoder.refine import DEFAULT_ITERS
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from encoder.refine import add_refine_option
+    from models.cli import ArgumentParser
+    p = ArgumentParser(prog=f"python -m {PROG}", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", help="folder of source images")
     p.add_argument("--team", required=True, help="team name used in file names (letters, digits, '-')")
     p.add_argument("--out", required=True, help="submission folder to create (must not exist, or use --force)")
@@ -290,9 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                         "'full' (every stream, 5 configurations, 300 cases); default quick")
     p.add_argument("--conformance-cases", type=int, default=None, metavar="N",
                    help="number of robustness cases in the conformance gate (default: the mode's number)")
-    p.add_argument("--refine", type=int, default=DEFAULT_ITERS, metavar="STEPS",
-                   help="latent-refinement steps per stream, as `python -m encoder --refine` (default: %(default)s; "
-                        "the conformance gate re-encodes with the same)")
+    add_refine_option(p, note="every stream; the conformance gate re-encodes with the same")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -305,8 +304,6 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.force:
                     raise PackageError(f"{out} exists (use --force to replace it)")
                 shutil.rmtree(out)
-            if args.refine < 0:
-                raise PackageError("--refine must be >= 0")
             rows = build(Path(args.images), args.team, out, targets, args.registry, args.refine)
             print(f"{len(rows)} streams written to {out}")
             conf_failures = conformance_gate(Path(args.images), out, rows, args.registry,

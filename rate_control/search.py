@@ -264,7 +264,8 @@ def search(rgb: np.ndarray, target: float, models: Models, aim: float = DEFAULT_
     """Best stream within the band; raises Unreachable when there is none.
 
     With `refine` > 0 the chosen stream's latents are then refined for that many steps
-    (encoder/refine.py) at its model and delta code, and kept only if they decode closer.
+    (encoder/refine.py) at its model and delta code, and kept only if the stream stays in the band and
+    costs less MSE + lambda * bpp.
     """
     entries = models.distinct_entries()
     if not entries:

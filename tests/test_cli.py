@@ -50,6 +50,26 @@ def test_encoder_bad_refine(tmp_path):
     assert not (tmp_path / "o.bit").exists()
 
 
+@pytest.mark.parametrize("argv", [
+    ["encoder", "x.png", "0.25", "o.bit", "--aim", "abc"],
+    ["encoder", "x.png", "0.25", "o.bit", "--refine", "1.5"],
+    ["decoder", "x.bit", "o.png", "--max-pixels", "many"],
+    ["decoder", "x.bit"],
+    ["evaluation", "images"],
+    ["evaluation", "images", "--out", "o", "--refine", "-1"],
+    ["evaluation.package", "images", "--team", "t", "--out", "o", "--refine", "-3"],
+    ["conformance", "images", "--refine", "-2"],
+])
+def test_usage_errors_are_one_line(argv):
+    """argparse's own errors keep the contract (models.cli.ArgumentParser): one line, exit 2, no usage block;
+    --refine is declared once (encoder.refine.add_refine_option) and refused below 0 by every tool."""
+    r = run_cli(["-m", *argv])
+    line = _one_line_error(r)
+    assert r.returncode == 2 and line.startswith(f"python -m {argv[0]}: error: ") and "--help" in line, line
+    if "--refine" in argv:
+        assert "--refine" in line
+
+
 @pytest.mark.slow
 def test_encoder_unreachable_writes_nothing(tiny_registry, tmp_path):
     Image.new("RGB", (1, 1), (10, 20, 30)).save(tmp_path / "one.png")
