@@ -31,7 +31,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VPY) -m pytest tests conformance
 
-# The fast tier (CONTRIBUTING.md): lint, then every test not marked slow; about 2 minutes on 2 cores.
+# The fast tier (CONTRIBUTING.md): lint, then every test not marked slow; about 3 minutes on 2 cores.
 check: lint
 	$(VPY) -m pytest tests conformance -m "not slow" --durations=5
 
