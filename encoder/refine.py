@@ -41,6 +41,7 @@ decoded latents, which gives no gradient.
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
 
@@ -52,16 +53,6 @@ from models.intnet import BAND_HALO, IntHyperSynthesis
 from models.synthesis import Y_STRIDE, Z_STRIDE
 
 DEFAULT_ITERS = 100        # python -m encoder --refine: steps per tile (0 = off)
-
-
-def add_refine_option(parser, default: int = DEFAULT_ITERS, note: str = "") -> None:
-    """`--refine STEPS`, declared once for every tool that encodes (encoder, evaluation, evaluation.package,
-    conformance); `note` says what the tool does with it."""
-    from models.cli import non_negative_int
-    parser.add_argument("--refine", type=non_negative_int, default=default, metavar="STEPS",
-                        help="latent-refinement steps per tile after the rate search (encoder/refine.py); kept only "
-                             "when the stream stays in the band and costs less MSE + lambda * bpp; 0 = off, the "
-                             f"fast mode (default: %(default)s{'; ' + note if note else ''})")
 LEARNING_RATE = 0.005      # Adam, on y in its own units
 TAU_START, TAU_MIN, TAU_DECAY = 0.5, 0.02, 3.0   # tau = max(TAU_START * exp(-TAU_DECAY * t), TAU_MIN), t: 0 -> 1
 CHECK_EVERY = 10
@@ -70,6 +61,16 @@ TILE_LATENTS = 48          # 768 px: a Kodak image is one tile
 HALO_LATENTS = 6           # context around a tile (fixed), as models.synthesis
 MARGIN_LATENTS = 3         # distortion is scored this far beyond a tile's own latents
 Z_PER_Y = Z_STRIDE // Y_STRIDE   # 4: one z latent per 4 x 4 y latents
+
+
+def add_refine_option(parser: argparse.ArgumentParser, default: int = DEFAULT_ITERS, note: str = "") -> None:
+    """`--refine STEPS`, declared once for every tool that encodes (encoder, evaluation, evaluation.package,
+    conformance); `note` says what the tool does with it."""
+    from models.cli import non_negative_int
+    parser.add_argument("--refine", type=non_negative_int, default=default, metavar="STEPS",
+                        help="latent-refinement steps per tile after the rate search (encoder/refine.py); kept only "
+                             "when the stream stays in the band and costs less MSE + lambda * bpp; 0 = off, the "
+                             f"fast mode (default: %(default)s{'; ' + note if note else ''})")
 
 
 @dataclass
