@@ -233,7 +233,7 @@ def resolve_v3_pair(args: argparse.Namespace) -> tuple[Path, dict]:
     evaluation/ may not import training/ (tests/test_structure.py): the models are built by running
     `python -m training.bench_models` in a subprocess, as the development models are by training.export.
     """
-    from models.charm import bitstream_version
+    from models.weights import bitstream_version
     from models.weights import load_registry
     dev = Path(args.v3_dir) if args.v3_dir else \
         Path(tempfile.gettempdir()) / f"ratelock_bench_v3_{_model_code_hash(V3_SOURCES)}"

@@ -304,44 +304,7 @@ def y_hat_float(y_hat_q: np.ndarray) -> np.ndarray:
 
 # -- model files -----------------------------------------------------------------------------------------
 
-BITSTREAM_VERSION = 3
-
-
-def add_to_model(dec_path, net: IntCharm) -> None:
-    """Add the slice networks to a v2 decoder file (written by models/weights.save_model), making it a v3 model."""
-    import json
-    from pathlib import Path
-
-    from models import weights as W
-    path = Path(dec_path)
-    with np.load(path, allow_pickle=False) as f:
-        meta = json.loads(str(f["meta"]))
-        arrays = {k: f[k] for k in f.files if k != "meta"}
-    if net.latent_channels != meta["widths"]["latent_channels"]:
-        raise ValueError(f"slice networks cover {net.latent_channels} channels, the model has "
-                         f"{meta['widths']['latent_channels']}")
-    cm, ca = net.to_arrays()
-    arrays.update({f"charm_{k}": v for k, v in ca.items()})
-    meta.update({"bitstream": BITSTREAM_VERSION, "charm": cm})
-    W._save_npz(path, meta, arrays)
-
-
-def load_from_model(dec_path) -> IntCharm | None:
-    """The slice networks of a decoder file, or None for a v2 model. The caller has checked its hash."""
-    import json
-    with np.load(dec_path, allow_pickle=False) as f:
-        meta = json.loads(str(f["meta"]))
-        if "charm" not in meta:
-            return None
-        arrays = {k[len("charm_"):]: f[k] for k in f.files if k.startswith("charm_")}
-    return IntCharm.from_arrays(meta["charm"], arrays)
-
-
-def bitstream_version(dec_path) -> int:
-    """The bitstream version a decoder file's model writes: 3 with slice networks, else 2."""
-    import json
-    with np.load(dec_path, allow_pickle=False) as f:
-        return int(json.loads(str(f["meta"])).get("bitstream", 2))
+BITSTREAM_VERSION = 3    # what a model with slice networks writes; models/weights.py stores them in its decoder file
 
 
 # -- one range-coded y substream, slice after slice ------------------------------------------------------

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from models.charm import BITSTREAM_VERSION as SLICES_VERSION
+from models.charm import IntCharm
 from models.coding import CdfTable
 from models.intnet import IntHyperSynthesis
 from models.targets import TARGETS
@@ -107,6 +109,37 @@ def _save_npz(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+def add_slice_nets(dec_path: str | os.PathLike, net: IntCharm) -> None:
+    """Add bitstream v3's slice networks to a v2 decoder file (written by save_model), making it a v3 model."""
+    path = Path(dec_path)
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        arrays = {k: f[k] for k in f.files if k != "meta"}
+    if net.latent_channels != meta["widths"]["latent_channels"]:
+        raise ValueError(f"slice networks cover {net.latent_channels} channels, the model has "
+                         f"{meta['widths']['latent_channels']}")
+    cm, ca = net.to_arrays()
+    arrays.update({f"charm_{k}": v for k, v in ca.items()})
+    meta.update({"bitstream": SLICES_VERSION, "charm": cm})
+    _save_npz(path, meta, arrays)
+
+
+def load_slice_nets(dec_path: str | os.PathLike) -> IntCharm | None:
+    """The slice networks of a decoder file, or None for a v2 model. The caller has checked its hash."""
+    with np.load(dec_path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        if "charm" not in meta:
+            return None
+        arrays = {k[len("charm_"):]: f[k] for k in f.files if k.startswith("charm_")}
+    return IntCharm.from_arrays(meta["charm"], arrays)
+
+
+def bitstream_version(dec_path: str | os.PathLike) -> int:
+    """The bitstream version a decoder file's model writes: 3 with slice networks, else 2."""
+    with np.load(dec_path, allow_pickle=False) as f:
+        return int(json.loads(str(f["meta"])).get("bitstream", 2))
+
+
 def save_model(prefix: Path, widths: dict, synthesis: list[np.ndarray], intnet: IntHyperSynthesis,
                z_table: CdfTable, y_table: CdfTable, analysis: list[np.ndarray],
                hyper_analysis: list[np.ndarray], info: dict) -> str:
@@ -154,7 +187,7 @@ class DecoderModel:
 
 def load_decoder_model(entry: Entry) -> DecoderModel:
     """The decoder half of one model. The synthesis is models.synthesis.Synthesis, the Keras
-    SynthesisTransform's exact ops without building a Keras model (issue 17, item 7): the decoder
+    SynthesisTransform's exact ops without building a Keras model, so that the decoder
     imports neither Keras nor tensorflow_compression's Python layers."""
     from models.synthesis import Synthesis
     actual = file_hash(entry.dec_path)
@@ -194,8 +227,7 @@ class ModelStore:
         """Bitstream v3's integer slice networks (models.charm.IntCharm), or None for a v2 model."""
         if entry.hash not in self._slices:
             self.decoder_model(entry)                 # checks the file's hash first
-            from models.charm import load_from_model
-            self._slices[entry.hash] = load_from_model(entry.dec_path)
+            self._slices[entry.hash] = load_slice_nets(entry.dec_path)
         return self._slices[entry.hash]
 
 

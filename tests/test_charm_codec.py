@@ -13,8 +13,8 @@ jax = pytest.importorskip("jax")
 
 from decoder import bitstream as B  # noqa: E402
 from decoder.decode import DecodeError, ModelCache, decode_bytes, parse  # noqa: E402
-from models import charm as CH  # noqa: E402
 from models import jax_transforms as J  # noqa: E402
+from models import weights as W  # noqa: E402
 from tests.conftest import kodak_crop  # noqa: E402
 from training import charm as TC  # noqa: E402
 
@@ -152,8 +152,8 @@ def test_hostile_v3_payloads_fail_cleanly_or_decode(models):
 def test_v3_model_file_is_v2_plus_slices(registry):
     """The v3 decoder file holds the v2 model unchanged plus charm_* arrays; its hash covers them."""
     reg_dir = registry.parent
-    assert CH.bitstream_version(reg_dir / "v3.dec.npz") == 3
-    assert CH.bitstream_version(reg_dir / "v2.dec.npz") == 2
+    assert W.bitstream_version(reg_dir / "v3.dec.npz") == 3
+    assert W.bitstream_version(reg_dir / "v2.dec.npz") == 2
     with np.load(reg_dir / "v3.dec.npz") as f3, np.load(reg_dir / "v2.dec.npz") as f2:
         extra = set(f3.files) - set(f2.files)
         assert extra and all(k.startswith("charm_") for k in extra)

@@ -135,11 +135,15 @@ def test_trains_a_few_steps_and_the_loss_falls():
     assert moved > 0   # the zero-initialised last layer received gradient
 
 
-def test_bd_rate_of_a_curve_against_itself_and_a_cheaper_one():
+def test_the_v3_experiment_reports_the_evaluation_bd_rate():
+    """One BD-rate for the project: the experiment's is evaluation.bd's (pchip), not a fit of its own."""
+    from training import v3_experiment as X
     r = np.array([0.2, 0.4, 0.8, 1.6])
     d = np.array([27.0, 30.0, 33.0, 36.0])
-    assert abs(C.bd_rate(r, d, r, d)) < 1e-9
-    assert C.bd_rate(r, d, 0.9 * r, d) == pytest.approx(-10.0, abs=1e-6)
+    assert abs(X.bd_rate(r, d, r, d)) < 1e-9
+    assert X.bd_rate(r, d, 0.9 * r, d) == pytest.approx(-10.0, abs=1e-6)
+    with pytest.raises(ValueError, match="overlap"):
+        X.bd_rate(r, d, r, d + 20)
 
 
 def test_slice_networks_cost_little():
@@ -154,7 +158,7 @@ def test_trainer_runs_charm_and_exports_a_v3_model(tmp_path):
     from PIL import Image
 
     from evaluation.datasets import TRAIN
-    from models import charm as MC
+    from models import weights as W
     from tests.conftest import run_cli
     from tests.test_train import _args, _losses
     data = tmp_path / "data"
@@ -167,8 +171,8 @@ def test_trainer_runs_charm_and_exports_a_v3_model(tmp_path):
     losses = _losses(tmp_path / "runs" / "t" / "train.log")
     assert len(losses) == 6 and np.mean(losses[-2:]) < 0.8 * losses[0], losses
     dec = tmp_path / "export" / "c.dec.npz"
-    assert MC.bitstream_version(dec) == 3
-    net = MC.load_from_model(dec)
+    assert W.bitstream_version(dec) == 3
+    net = W.load_slice_nets(dec)
     assert net.num_slices == 2 and net.slice_depth == 4 and net.lrp is not None
     assert any(np.abs(l.weight).max() > 0 for l in [net.cc[1].layers[-1]])     # trained away from zero
     assert not (tmp_path / "state" / "c.npz").exists()      # v2-layout committed state is not written for charm

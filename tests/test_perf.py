@@ -145,8 +145,7 @@ def test_decoder_kmac_per_pixel_of_the_shipped_architecture_and_of_slice_nets():
     and a v3 model's slice nets as training.charm.kmac_per_pixel counts them from the parameter layout."""
     pytest.importorskip("jax")
     from evaluation.bench_worker import decoder_kmac_per_pixel
-    from models.charm import load_from_model
-    from models.weights import load_decoder_model, load_registry
+    from models.weights import load_decoder_model, load_registry, load_slice_nets
     from training.charm import kmac_per_pixel
     shipped = load_decoder_model(load_registry().entries[0])
     k = decoder_kmac_per_pixel(shipped)
@@ -160,7 +159,7 @@ def test_decoder_kmac_per_pixel_of_the_shipped_architecture_and_of_slice_nets():
 
     golden = Path(__file__).resolve().parent / "expected" / "charm"
     entry = load_registry(golden / "registry.yaml").entries[0]
-    slices = load_from_model(entry.dec_path)
+    slices = load_slice_nets(entry.dec_path)
     k3 = decoder_kmac_per_pixel(load_decoder_model(entry), slices)
     hidden = int(slices.cc[0].layers[0].weight.shape[-1])
     assert k3["slice_nets"] > 0

@@ -19,9 +19,12 @@ import numpy as np
 
 from models import jax_transforms as J
 from models import weights as W
+from models.cli import ArgumentParser, one_line_errors
 from models.targets import TARGETS
 
 WEIGHTS_DIR = W.MODELS_DIR / "weights"
+
+PROG = "python -m training.export"
 
 
 def hyper_synthesis_layers(params: J.Params) -> list[tuple[str, np.ndarray, np.ndarray, bool]]:
@@ -64,14 +67,13 @@ def export(params: J.Params, name: str, extra: dict | None = None, out_dir: Path
 def export_v3(params: J.Params, name: str, extra: dict | None = None, out_dir: Path = WEIGHTS_DIR) -> Path:
     """A bitstream-v3 model: the v2 files plus the integer slice networks in the decoder file.
 
-    The v2 export runs unchanged; models/charm.add_to_model then rewrites the .dec.npz with the
+    The v2 export runs unchanged; models/weights.add_slice_nets then rewrites the .dec.npz with the
     slice networks and `bitstream: 3` in its meta, so the file hash (the model's identity in the
     stream header) covers them.
     """
-    from models import charm
     from training.charm import to_int
     prefix = export({k: v for k, v in params.items() if not k.startswith("charm/")}, name, extra, out_dir)
-    charm.add_to_model(Path(str(prefix) + ".dec.npz"), to_int(params))
+    W.add_slice_nets(Path(str(prefix) + ".dec.npz"), to_int(params))
     return prefix
 
 
@@ -93,7 +95,7 @@ def register(registry: Path, prefix: Path, name: str, targets: list[float], trai
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__,
+    p = ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--state", help="committed resume state .npz (models/checkpoints/<name>.npz)")
@@ -109,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slim-state", action="store_true",
                    help="after exporting, drop from --state the tensors the export already holds (training/state.py)")
     args = p.parse_args(argv)
+    return one_line_errors(PROG, lambda: _main(args))
 
+
+def _main(args) -> int:
     from training import checkpoint, state
     info: dict = {"trained": False}
     if args.state:
