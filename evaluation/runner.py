@@ -96,7 +96,7 @@ def score(ref: np.ndarray, dec: np.ndarray, with_vmaf: bool) -> dict[str, float]
     if dec.shape != ref.shape:
         raise ValueError(f"decoded shape {dec.shape} != original {ref.shape}")
     msy = metrics.ms_ssim_y(ref, dec)
-    return {"psnr_rgb": metrics.psnr_rgb(ref, dec), "psnr_y": metrics.psnr_y(ref, dec), "msssim_y": msy,
+    return {"psnr_rgb": metrics.psnr_rgb(ref, dec), "psnr_y": metrics.psnr_y_bt601(ref, dec), "msssim_y": msy,
             "msssim_rgb": metrics.ms_ssim_rgb(ref, dec),
             "vmaf": ffmpeg.vmaf(ref, dec) if with_vmaf else math.nan}
 

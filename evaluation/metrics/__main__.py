@@ -1,0 +1,45 @@
+"""`python -m evaluation.metrics REF.png DEC.png [--json]`: every JPEG AI metric of one pair."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+from PIL import Image
+
+from evaluation import metrics
+from models.cli import ArgumentParser, one_line_errors
+
+PROG = "python -m evaluation.metrics"
+
+
+def _load(path: str) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = ArgumentParser(prog=PROG, description="JPEG AI objective metrics of DEC against REF "
+                        "(10-bit BT.709 YUV 4:4:4; see evaluation/metrics/__init__.py).")
+    ap.add_argument("ref", help="reference image (PNG or anything Pillow reads; converted to 8-bit RGB)")
+    ap.add_argument("dec", help="decoded image, same size")
+    ap.add_argument("--json", action="store_true", help="print one JSON object {metric: value}")
+    ap.add_argument("--no-vmaf", action="store_true", help="skip VMAF (no ffmpeg needed)")
+    args = ap.parse_args(argv)
+
+    def body() -> int:
+        names = tuple(n for n in metrics.JPEG_AI_NAMES if not (args.no_vmaf and n == "vmaf"))
+        scores = metrics.jpeg_ai(_load(args.ref), _load(args.dec), names)
+        if args.json:
+            print(json.dumps(scores))
+        else:
+            for name, value in scores.items():
+                print(f"{name:9s} {value:.6f}")
+        return 0
+
+    return one_line_errors(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
