@@ -93,7 +93,7 @@ def options(args: argparse.Namespace):
     if args.cases is not None and args.cases < 1:
         raise UsageError("--cases must be at least 1")
     load_exclusions(args.exclusions)          # fail fast on a bad file, before anything is encoded
-    from conformance.checks.determinism import CONFIGS
+    from conformance.decoding import CONFIGS
     configs = tuple(c.strip() for c in args.configs.split(",") if c.strip()) if args.configs else None
     unknown = [c for c in configs or () if c not in {x.name for x in CONFIGS}]
     if unknown:

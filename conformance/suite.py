@@ -137,15 +137,6 @@ class Context:
         return got
 
 
-def stream_version(data: bytes) -> int | None:
-    """The bitstream version a stream's header declares (None if the header is unreadable)."""
-    from decoder.bitstream import BitstreamError, parse_header
-    try:
-        return parse_header(data).version
-    except BitstreamError:
-        return None
-
-
 def load_v3_goldens(folder: Path) -> list[StreamRec]:
     """StreamRecs for the streams of a v3 golden folder (expected.json + registry.yaml, tests/test_charm_codec.py)."""
     import json
@@ -185,6 +176,7 @@ def load_images(images_dir: Path) -> list[SourceImage]:
 
 def encode_all(ctx: Context) -> None:
     """Every image at every target through Encoder.encode; unreachable pairs keep the closest stream."""
+    from decoder import bitstream as B
     from models.pngio import write_bytes_atomic
     from models.targets import rate_code
     from rate_control.search import Unreachable
@@ -211,7 +203,7 @@ def encode_all(ctx: Context) -> None:
                 continue
             write_bytes_atomic(rec.path, c.data)
             rec.encoder_bpp, rec.model, rec.delta_code = c.bpp, c.model, c.delta_code
-            rec.version = stream_version(c.data)
+            rec.version = B.stream_version(c.data)
             ctx.streams.append(rec)
             bar.set_postfix_str(f"{img.stem} {c.bpp:.3f}/{t:.2f}")
             bar.update(1)

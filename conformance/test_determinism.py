@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 
-from conformance.checks import determinism as Dt
+from conformance import decoding as Dc
 from conformance.conftest import check_of
 
 
-def _run(name: str, items: dict) -> Dt.DecodeRun:
-    run = Dt.DecodeRun(name, 0, 0.0)
+def _run(name: str, items: dict) -> Dc.DecodeRun:
+    run = Dc.DecodeRun(name, 0, 0.0)
     for stream, (sym, rgb) in items.items():
         run.results[stream] = {"symbols": sym, "rgb": rgb, "error": ""}
     return run
@@ -24,7 +24,7 @@ def test_compare_runs_catches_differences():
     ref = _run("ref", {"s1": ("h1", a), "s2": ("h2", a), "s3": ("h3", a), "s4": ("h4", a)})
     other = _run("other", {"s1": ("h1", one), "s2": ("h2", two), "s3": ("XX", a)})
     other.stderr = "ratelock-decode: s4: corrupt stream: boom\n"
-    c = {x.stream: x for x in Dt.compare_runs(ref, other, ["s1", "s2", "s3", "s4"])}
+    c = {x.stream: x for x in Dc.compare_runs(ref, other, ["s1", "s2", "s3", "s4"])}
     assert c["s1"].ok and c["s1"].max_diff == 1                    # one level: allowed
     assert not c["s2"].ok and c["s2"].max_diff == 2                # two levels: fails
     assert not c["s3"].ok and not c["s3"].symbols_equal            # parse differs: fails even with equal pixels
@@ -34,7 +34,7 @@ def test_compare_runs_catches_differences():
 def test_parse_info_reads_json_lines_and_errors(tmp_path):
     out = json.dumps({"stream": "/x/a_025.bit", "output": str(tmp_path / "a_025.png"), "symbols_sha256_16": "ab",
                       "seconds": 0.1})
-    res = Dt.parse_info(out + "\nnoise\n", "ratelock-decode: b_050.bit: CRC mismatch\n", tmp_path)
+    res = Dc.parse_info(out + "\nnoise\n", "ratelock-decode: b_050.bit: CRC mismatch\n", tmp_path)
     assert res["a_025.bit"]["symbols"] == "ab" and res["b_050.bit"]["error"] == "CRC mismatch"
 
 
@@ -45,16 +45,16 @@ def test_parse_integers_are_compared_not_only_symbols():
     ref = _run("ref", {"s": ("h", a)})
     other = _run("other", {"s": ("h", a)})
     ref.results["s"]["ints"], other.results["s"]["ints"] = ints, {**ints, "mu_q": "M"}
-    (c,) = Dt.compare_runs(ref, other, ["s"])
+    (c,) = Dc.compare_runs(ref, other, ["s"])
     assert not c.ok and c.ints_differ == ("mu_q",) and "mu_q" in c.what("ref")
 
 
 def test_configurations_cover_threads_onednn_and_blas():
-    envs = [c.env for c in Dt.CONFIGS]
-    assert {c.threads for c in Dt.CONFIGS} >= {1, 2}
+    envs = [c.env for c in Dc.CONFIGS]
+    assert {c.threads for c in Dc.CONFIGS} >= {1, 2}
     assert {e.get("TF_ENABLE_ONEDNN_OPTS") for e in envs} >= {"0", "1"}
     assert any("OPENBLAS_CORETYPE" in e for e in envs) and any("OMP_NUM_THREADS" in e for e in envs)
-    assert len(Dt.QUICK_CONFIGS) >= 3 and Dt.QUICK_CONFIGS[0] is Dt.CONFIGS[0]
+    assert len(Dc.QUICK_CONFIGS) >= 3 and Dc.QUICK_CONFIGS[0] is Dc.CONFIGS[0]
 
 
 def test_suite_determinism_passes_on_crops(suite_runs):
@@ -62,7 +62,7 @@ def test_suite_determinism_passes_on_crops(suite_runs):
     assert d["passed"], d["failures"]
     from conformance.conftest import CONFIGS
     assert d["figures"]["configurations"] == len(CONFIGS)
-    assert d["figures"]["max_recon_diff"] <= Dt.RECON_TOL
+    assert d["figures"]["max_recon_diff"] <= Dc.RECON_TOL
     tables = {t["title"].split(" (")[0]: t for t in d["tables"]}
     enc = tables["Encoding the same image twice"]["rows"]
     assert all(row[1] == row[2] and row[1] > 0 for row in enc)      # identical bytes in-process and via the CLI

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conformance.checks import determinism as Dt
+from conformance import decoding as Dc
 from conformance.checks import parity as P
 from conformance.conftest import check_of
 from conformance.report import CheckResult
@@ -87,10 +87,10 @@ def test_no_gpu_is_reported_exactly(suite_runs):
     assert {row[2] for row in synth["rows"]} == {"v2", "v3"}
 
 
-def _one_stream_against(other: Dt.DecodeRun, monkeypatch, tmp_path) -> tuple:
+def _one_stream_against(other: Dc.DecodeRun, monkeypatch, tmp_path) -> tuple:
     """(ctx, streams) for one stream whose CPU reference decode gives symbols 'h'; `other` is the device run."""
-    cpu = Dt.DecodeRun("t1-onednn0", 0, 1.0, {"a.bit": {"symbols": "h", "rgb": np.zeros((2, 2, 3), np.uint8)}})
-    monkeypatch.setattr(P, "decode_runs", lambda ctx, streams: {Dt.CONFIGS[0].name: cpu})
+    cpu = Dc.DecodeRun("t1-onednn0", 0, 1.0, {"a.bit": {"symbols": "h", "rgb": np.zeros((2, 2, 3), np.uint8)}})
+    monkeypatch.setattr(P, "decode_runs", lambda ctx, streams: {Dc.CONFIGS[0].name: cpu})
     monkeypatch.setattr(P, "run_decoder_batch", lambda *a, **k: other)
     monkeypatch.setattr(P, "decode_groups", lambda ctx, streams: [])
     ctx = SimpleNamespace(work=tmp_path, opts=SimpleNamespace(registry=None, quick=False, configs=None))
@@ -99,7 +99,7 @@ def _one_stream_against(other: Dt.DecodeRun, monkeypatch, tmp_path) -> tuple:
 
 def test_gpu_parity_is_not_claimed_unless_measured(monkeypatch, tmp_path):
     """A visible GPU whose decode process shows no GPU memory use must fail, not pass."""
-    gpu = Dt.DecodeRun("gpu", 0, 1.0, {"a.bit": {"symbols": "h", "rgb": np.zeros((2, 2, 3), np.uint8)}},
+    gpu = Dc.DecodeRun("gpu", 0, 1.0, {"a.bit": {"symbols": "h", "rgb": np.zeros((2, 2, 3), np.uint8)}},
                        meta={"gpu_report": {"peak_bytes": 0, "tf32": False, "device_name": "fake"}})
     ctx, streams = _one_stream_against(gpu, monkeypatch, tmp_path)
     r = CheckResult("parity", True, "")
@@ -144,7 +144,7 @@ def test_jax_backend_parity_on_cpu(lo_model):
 
 
 def test_jax_parity_fails_on_a_different_parse(monkeypatch, tmp_path):
-    jx = Dt.DecodeRun("jax", 0, 1.0, {"a.bit": {"symbols": "other", "rgb": np.zeros((2, 2, 3), np.uint8)}},
+    jx = Dc.DecodeRun("jax", 0, 1.0, {"a.bit": {"symbols": "other", "rgb": np.zeros((2, 2, 3), np.uint8)}},
                       meta={"jax_report": {"platform": "cpu", "device": "cpu", "matmul_precision": "highest"}})
     ctx, streams = _one_stream_against(jx, monkeypatch, tmp_path)
     r = CheckResult("parity", True, "")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from conformance import decoding as Dc
 from conformance.checks import determinism as Dt
 from conformance.checks import parity as P
 from conformance.common import PARSE_INTS, V3_GOLDEN_DIR, parse_ints
@@ -41,19 +42,19 @@ def test_default_run_includes_the_v3_goldens(tmp_path):
     assert len(v3) == 3 and all(s.version == 3 and s.registry == str(V3_REGISTRY) for s in v3)
     assert all(set(s.expected) == {"symbols", "y_hat_q"} for s in v3)
     r = CheckResult("determinism", True, "")
-    got = Dt.streams_for(_ctx(tmp_path, quick=True), r)
+    got = Dc.streams_for(_ctx(tmp_path, quick=True), r)
     assert r.passed and [s.path.name for s in got] == [s.path.name for s in v3]
-    assert Dt.describe_versions(got) == "3 v3"
+    assert Dc.describe_versions(got) == "3 v3"
     r = CheckResult("parity", True, "")
     (tmp_path / "m").mkdir()
-    assert Dt.streams_for(_ctx(tmp_path / "m", v3_dir=tmp_path / "missing"), r) == []
+    assert Dc.streams_for(_ctx(tmp_path / "m", v3_dir=tmp_path / "missing"), r) == []
     assert not r.passed and "bitstream v3 NOT checked" in r.failures[0].what
 
 
 def test_worker_reports_v3_parse_integers(tmp_path):
     """The decoder's --info lines carry y_hat_q for v3 (absent for v2) and the pinned golden hashes match."""
     v3 = load_v3_goldens(V3_GOLDEN_DIR)
-    p = Dt.decode_parsed(v3[0].path.read_bytes(), _cache())[0]
+    p = Dc.decode_parsed(v3[0].path.read_bytes(), _cache())[0]
     ints = parse_ints(p)
     assert ints["version"] == 3 and set(PARSE_INTS) <= set(ints) and ints["y_hat_q"]
     assert Dt.pinned_mismatch(v3[0], ints) == []
@@ -61,12 +62,12 @@ def test_worker_reports_v3_parse_integers(tmp_path):
                                                                         f"{v3[0].expected['y_hat_q']}"]
     info = [{"stream": "/x/a.bit", "output": str(tmp_path / "a.png"), "symbols_sha256_16": ints["symbols"],
              "integers": ints}]
-    res = Dt.parse_info("\n".join(map(json.dumps, info)), "", tmp_path)
+    res = Dc.parse_info("\n".join(map(json.dumps, info)), "", tmp_path)
     assert res["a.bit"]["version"] == 3 and res["a.bit"]["ints"]["y_hat_q"] == ints["y_hat_q"]
 
 
-def _run(name: str, ints: dict | None, rgb: np.ndarray) -> Dt.DecodeRun:
-    run = Dt.DecodeRun(name, 0, 0.0)
+def _run(name: str, ints: dict | None, rgb: np.ndarray) -> Dc.DecodeRun:
+    run = Dc.DecodeRun(name, 0, 0.0)
     run.results["v3.bit"] = {"symbols": "s", "rgb": rgb, "error": "", "ints": ints, "version": 3}
     return run
 
@@ -75,14 +76,14 @@ def test_a_y_hat_q_mismatch_fails_even_with_equal_symbols_and_pixels():
     rgb = np.zeros((4, 4, 3), np.uint8)
     ints = {"symbols": "s", "scale_idx": "i", "mu_q": "m", "y_hat_q": "y"}
     ref = _run("ref", ints, rgb)
-    (c,) = Dt.compare_runs(ref, _run("other", dict(ints), rgb), ["v3.bit"])
+    (c,) = Dc.compare_runs(ref, _run("other", dict(ints), rgb), ["v3.bit"])
     assert c.ok and c.version == 3
-    (c,) = Dt.compare_runs(ref, _run("other", {**ints, "y_hat_q": "Y"}, rgb), ["v3.bit"])
+    (c,) = Dc.compare_runs(ref, _run("other", {**ints, "y_hat_q": "Y"}, rgb), ["v3.bit"])
     assert not c.ok and c.symbols_equal and c.max_diff == 0 and c.ints_differ == ("y_hat_q",)
     assert "y_hat_q" in c.what("ref")
-    (c,) = Dt.compare_runs(ref, _run("other", {**ints, "scale_idx": "I"}, rgb), ["v3.bit"])
+    (c,) = Dc.compare_runs(ref, _run("other", {**ints, "scale_idx": "I"}, rgb), ["v3.bit"])
     assert not c.ok and "scale_idx" in c.what("ref")
-    (c,) = Dt.compare_runs(ref, _run("other", None, rgb), ["v3.bit"])     # a decode that reports no integers
+    (c,) = Dc.compare_runs(ref, _run("other", None, rgb), ["v3.bit"])     # a decode that reports no integers
     assert not c.ok and "reported no parse integers" in c.error
 
 
@@ -170,9 +171,10 @@ def test_determinism_check_fails_on_a_v3_integer_mismatch(tmp_path, monkeypatch)
     network differs by one bias step (symbols, scale indexes and pixels within tolerance) FAILS on y_hat_q, per
     stream with its version; the in-process decode and the pinned hashes agree with the reference."""
     ctx = _ctx(tmp_path)
-    bad = Dt.RuntimeConfig("shifted-slice", 1, dict(Dt.CONFIGS[0].env),
+    bad = Dc.RuntimeConfig("shifted-slice", 1, dict(Dc.CONFIGS[0].env),
                            entry="conformance.test_v3:perturbed_decoder_main")
-    monkeypatch.setattr(Dt, "configs_for", lambda ctx: (Dt.CONFIGS[0], bad))
+    for mod in (Dt, Dc):                         # the check reads the configurations, decode_runs runs them
+        monkeypatch.setattr(mod, "configs_for", lambda ctx: (Dc.CONFIGS[0], bad))
     r = Dt.check(ctx)
     assert not r.passed
     assert r.failures[0].what == "no streams to test (nothing was encoded)"       # this context encoded nothing
@@ -185,7 +187,7 @@ def test_determinism_check_fails_on_a_v3_integer_mismatch(tmp_path, monkeypatch)
     assert [row[2] for row in per.rows] == ["v3"] * 3 and all(row[8] == "yes" for row in per.rows)
     assert all(row[6] == "3/3" and row[7] == "y_hat_q: 2/3" for row in per.rows), per.rows
     assert r.figures["v3_streams"] == 3 and r.figures["streams_by_version"] == {"v3": 3}
-    assert r.figures["max_recon_diff"] <= Dt.RECON_TOL                        # pixels alone would have passed
+    assert r.figures["max_recon_diff"] <= Dc.RECON_TOL                        # pixels alone would have passed
 
 
 def test_failure_location_names_the_version():

@@ -116,3 +116,11 @@ def unpack(data: bytes) -> Stream:
     if pos + z_len > end:
         raise BitstreamError("z substream runs past the end of the stream")
     return Stream(header, data[pos:pos + z_len], data[pos + z_len:end])
+
+
+def stream_version(data: bytes) -> int | None:
+    """The bitstream version a stream's header declares (None if the header is unreadable)."""
+    try:
+        return parse_header(data).version
+    except BitstreamError:
+        return None

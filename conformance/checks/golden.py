@@ -69,7 +69,7 @@ def registry_models(registry) -> list[list]:
 def generate(registry_arg: str | None, out_dir: str | os.PathLike = GOLDEN_DIR, kodak_dir: str | os.PathLike = KODAK,
              crops: tuple[Crop, ...] = CROPS, targets: tuple[float, ...] = TARGETS) -> dict:
     """Encode the crops with the registry's models, decode them, write streams and expected.json."""
-    from conformance.checks.determinism import decode_in_process
+    from conformance.decoding import decode_in_process
     from decoder import decode as D
     from encoder.api import Encoder
     from models.pngio import write_bytes_atomic
@@ -129,7 +129,7 @@ def _no_golden(r: CheckResult, why: str) -> CheckResult:
 def verify(registry_arg: str | None, golden_dir: str | os.PathLike = GOLDEN_DIR,
            kodak_dir: str | os.PathLike = KODAK) -> CheckResult:
     """Decode every golden stream and compare with expected.json."""
-    from conformance.checks.determinism import decode_in_process
+    from conformance.decoding import decode_in_process
     from decoder import decode as D
     r = CheckResult("golden", True, "")
     gdir, kodak_dir = Path(golden_dir), Path(kodak_dir)

@@ -37,7 +37,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from conformance.checks.determinism import (
+from conformance.common import PARSE_INTS, fmt_db, max_abs_diff, parse_ints, psnr
+from conformance.decoding import (
     RECON_TOL,
     RuntimeConfig,
     Stores,
@@ -54,7 +55,6 @@ from conformance.checks.determinism import (
     version_of,
     where,
 )
-from conformance.common import PARSE_INTS, fmt_db, max_abs_diff, parse_ints, psnr
 from conformance.report import CheckResult, Table
 
 GPU_MSG = "GPU: not available, parity proven on CPU configurations only"
