@@ -22,7 +22,11 @@ from models.targets import TOLERANCE
 
 SUMMARY_FIELDS = ("codec", "target", "n", "compliant", "mean_bpp", "var_bpp", "mean_psnr_rgb", "mean_psnr_y",
                   "mean_msssim_y", "mean_msssim_y_db", "mean_msssim_rgb", "mean_vmaf", "med_enc_ms", "med_dec_ms",
-                  "mean_calls")
+                  "mean_calls", *(f"mean_jai_{n}" for n in metrics.JPEG_AI_NAMES))
+# JPEG AI set: table/plot label of each metric (evaluation.metrics.JPEG_AI_NAMES order)
+JAI_LABELS = {"psnr_y": "PSNR-Y", "psnr_u": "PSNR-U", "psnr_v": "PSNR-V", "ms_ssim": "MS-SSIM",
+              "iw_ssim": "IW-SSIM", "vif": "VIF", "fsim": "FSIM", "nlpd": "NLPD (lower is better)",
+              "psnr_hvs": "PSNR-HVS", "vmaf": "VMAF"}
 # metric key in a summary row, plot/table label, file stem
 BD_METRICS = (("mean_psnr_rgb", "PSNR-RGB (dB)", "psnr_rgb"),
               ("mean_msssim_y_db", "MS-SSIM-Y dB = -10log10(1-MS-SSIM)", "msssim_y_db"),
@@ -32,6 +36,14 @@ BD_METRICS = (("mean_psnr_rgb", "PSNR-RGB (dB)", "psnr_rgb"),
 def _mean(xs: Sequence[float]) -> float:
     """Plain mean: one NaN makes the mean NaN, so a missing value is never hidden."""
     return float(np.mean(xs)) if len(xs) else math.nan
+
+
+def _num(x: Any) -> float:
+    """A CSV cell or row value as float; empty or missing is NaN (rows read back from an earlier CSV)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def summarize(rows: list[dict[str, Any]], codec_order: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -58,6 +70,7 @@ def summarize(rows: list[dict[str, Any]], codec_order: Sequence[str] | None = No
             "med_enc_ms": 1000.0 * statistics.median(r["enc_s"] for r in g),
             "med_dec_ms": 1000.0 * statistics.median(r["dec_s"] for r in g),
             "mean_calls": _mean([r["calls"] for r in g]),
+            **{f"mean_jai_{n}": _mean([_num(r.get(f"jai_{n}")) for r in g]) for n in metrics.JPEG_AI_NAMES},
         })
     return out
 
@@ -82,6 +95,34 @@ def bd_table(summary: list[dict[str, Any]], anchor: str) -> list[dict[str, Any]]
                 if method == "pchip":
                     row[f"{stem}_overlap"] = (res.overlap_lo, res.overlap_hi)
                     row[f"{stem}_note"] = res.note
+        table.append(row)
+    return table
+
+
+def jai_bd_table(summary: list[dict[str, Any]], test: str = "ours") -> list[dict[str, Any]]:
+    """BD-rate (pchip) of `test` against every other codec on each JPEG AI metric, plus the mean over MEAN7.
+
+    One row per anchor. NLPD is negated first (lower is better), so every curve rises with rate. The
+    mean is NaN when any of the seven is (a missing value is never averaged away).
+    """
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for s in summary:
+        curves.setdefault(s["codec"], []).append(s)
+    if test not in curves:
+        return []
+    t = sorted(curves[test], key=lambda s: s["target"])
+    table = []
+    for anchor, pts in curves.items():
+        if anchor == test:
+            continue
+        a = sorted(pts, key=lambda s: s["target"])
+        row: dict[str, Any] = {"anchor": anchor}
+        for n in metrics.JPEG_AI_NAMES:
+            sign = 1.0 if metrics.JPEG_AI[n][1] else -1.0
+            row[n] = bd.bd_rate([s["mean_bpp"] for s in a], [sign * s[f"mean_jai_{n}"] for s in a],
+                                [s["mean_bpp"] for s in t], [sign * s[f"mean_jai_{n}"] for s in t]).value
+        seven = [row[n] for n in metrics.MEAN7]
+        row["mean7"] = float(np.mean(seven)) if all(math.isfinite(v) for v in seven) else math.nan
         table.append(row)
     return table
 
@@ -150,6 +191,36 @@ def bd_markdown(table: list[dict[str, Any]], anchor: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def jai_summary_markdown(summary: list[dict[str, Any]]) -> str:
+    """Per codec and target: mean of every JPEG AI metric over images."""
+    names = metrics.JPEG_AI_NAMES
+    lines = ["## JPEG AI metrics (means over images)", "",
+             "| codec | target | mean bpp | " + " | ".join(JAI_LABELS[n] for n in names) + " |",
+             "|" + "---|" * (3 + len(names))]
+    for s in summary:
+        nd = {n: 2 if n.startswith("psnr") or n == "vmaf" else 4 for n in names}
+        lines.append(f"| {s['codec']} | {s['target']:.2f} | {s['mean_bpp']:.4f} | "
+                     + " | ".join(_f(s[f"mean_jai_{n}"], nd[n]) for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def jai_bd_markdown(table: list[dict[str, Any]], test: str = "ours") -> str:
+    """BD-rate of `test` against each anchor on every JPEG AI metric and the 7-metric mean."""
+    if not table:
+        return f"JPEG AI BD-rate: no `{test}` results in this run.\n"
+    names = metrics.JPEG_AI_NAMES
+    seven = ", ".join(JAI_LABELS[n].split(" ")[0] for n in metrics.MEAN7)
+    lines = [f"## JPEG AI metrics: BD-rate of {test} against each anchor (negative = fewer bits)", "",
+             "Metrics as the JPEG AI reference software computes them (evaluation/metrics, 10-bit BT.709 YUV "
+             "4:4:4); curves: per-target means over images; pchip BD-rate as above (NLPD negated, lower is "
+             f"better). Mean of 7 = mean of the BD-rates on {seven} (n/a if any is).", "",
+             "| anchor | " + " | ".join(JAI_LABELS[n].split(" ")[0] for n in names) + " | mean of 7 |",
+             "|" + "---|" * (2 + len(names))]
+    for r in table:
+        lines.append(f"| {r['anchor']} | " + " | ".join(_pct(r[n]) for n in names) + f" | {_pct(r['mean7'])} |")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------ files
 
 
@@ -204,9 +275,55 @@ def plot_rd(summary: list[dict[str, Any]], outdir: Path, title: str) -> list[Pat
     return paths
 
 
+def plot_jai(summary: list[dict[str, Any]], outdir: Path, title: str) -> Path | None:
+    """Small multiples: one panel per JPEG AI metric, per-target mean vs mean bpp, one line per codec."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from evaluation.codecs import ALL_CODECS
+
+    by_codec: dict[str, list[dict[str, Any]]] = {}
+    for s in summary:
+        by_codec.setdefault(s["codec"], []).append(s)
+    names = metrics.JPEG_AI_NAMES
+    if all(math.isnan(s[f"mean_jai_{n}"]) for s in summary for n in names):
+        return None
+    palette = plt.get_cmap("tab10").colors
+    color = {c: palette[i % len(palette)] for i, c in enumerate(ALL_CODECS[1:])}
+    cols = 5
+    fig, axes = plt.subplots(-(-len(names) // cols), cols, figsize=(3.2 * cols, 2.8 * -(-len(names) // cols)),
+                             dpi=110, squeeze=False)
+    for ax, n in zip(axes.flat, names):
+        for codec, pts in by_codec.items():
+            pts = sorted(pts, key=lambda s: s["target"])
+            ys = [s[f"mean_jai_{n}"] for s in pts]
+            if all(math.isnan(y) for y in ys):
+                continue
+            style = {"linewidth": 2.0, "color": "black"} if codec == "ours" else {"color": color.get(codec)}
+            ax.plot([s["mean_bpp"] for s in pts], ys, marker="o", markersize=3, label=codec, **style)
+        ax.set_title(JAI_LABELS[n], fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+        ax.set_xlim(left=0)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.suptitle(f"{title}: JPEG AI metrics vs bpp (mean over images)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    path = outdir / "rd_jpeg_ai.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def report_markdown(*, images_dir: str, n_images: int, crop: int | None, targets: Sequence[float], anchor: str,
                     codec_info: dict[str, dict[str, Any]], summary_md: str, bd_md: str, plots: Sequence[Path],
-                    failures: Sequence[str], notes: Sequence[str], wall_s: float, command: str) -> str:
+                    failures: Sequence[str], notes: Sequence[str], wall_s: float, command: str,
+                    jai_md: str = "") -> str:
     """The top-level report: conventions, skips, tables and links to every output file."""
     skipped = {n: i["reason"] for n, i in codec_info.items() if not i["available"]}
     out = [f"# Evaluation report: {images_dir}", "",
@@ -220,6 +337,7 @@ def report_markdown(*, images_dir: str, n_images: int, crop: int | None, targets
            "- [per_image.csv](per_image.csv): one row per codec, image and target",
            "- [summary.md](summary.md) / [summary.csv](summary.csv): per codec and target",
            f"- [bd.md](bd.md) / [bd.csv](bd.csv): BD-rate vs {anchor}",
+           "- [jpeg_ai_bd.csv](jpeg_ai_bd.csv): BD-rate of ours vs each anchor on the JPEG AI metrics",
            "- [codecs.json](codecs.json): versions and exact parameters / command lines of every codec",
            *[f"- [{p.name}]({p.name})" for p in plots], "",
            "## Conventions", "",
@@ -235,6 +353,11 @@ def report_markdown(*, images_dir: str, n_images: int, crop: int | None, targets
            f"{metrics.MSSSIM_MIN_SIDE} px cannot have 5 scales: MS-SSIM is n/a (NaN) there.",
            f"- VMAF: ffmpeg libvmaf, default model; reference and decoded PNG each converted by ffmpeg with "
            f"`{VMAF_SCALE}`, single frame, `[dis][ref]libvmaf`.",
+           "- JPEG AI set (columns jai_*): as the JPEG AI reference software computes them "
+           "(`evaluation/metrics`): 8-bit RGB -> 10-bit RGB and BT.709 full-range YUV 4:4:4 rounded to 10 bits; "
+           "PSNR-Y/U/V peak 1023; MS-SSIM, IW-SSIM, VIF, NLPD, PSNR-HVS on Y; FSIM on RGB; VMAF (libvmaf) on "
+           "the 10-bit YUV 4:4:4 planes. The earlier columns psnr_y (BT.601) and vmaf (8-bit limited range) "
+           "are other definitions and are kept for comparison with earlier results.",
            "- Times: wall clock of the single encode call that produced the chosen bitstream and of one "
            "decode (ffmpeg codecs: whole process incl. colour conversion); medians over images. `ours` "
            "includes its own rate-control search in the encode time.",
@@ -248,7 +371,7 @@ def report_markdown(*, images_dir: str, n_images: int, crop: int | None, targets
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     out += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
-    out += [bd_md, "", "# Summary", "", summary_md]
+    out += [bd_md, "", jai_md, "", "# Summary", "", summary_md]
     return "\n".join(out)
 
 
@@ -263,7 +386,7 @@ def write_all(outdir: Path, rows: list[dict[str, Any]], codec_info: dict[str, di
     write_csv(outdir / "per_image.csv", rows, CSV_FIELDS)
     summary = summarize(rows, order)
     write_csv(outdir / "summary.csv", summary, SUMMARY_FIELDS)
-    summary_md = summary_markdown(summary, codec_info)
+    summary_md = summary_markdown(summary, codec_info) + "\n" + jai_summary_markdown(summary)
     (outdir / "summary.md").write_text(f"# Summary ({title})\n\n{summary_md}")
     table = bd_table(summary, anchor)
     bd_md = bd_markdown(table, anchor)
@@ -271,7 +394,13 @@ def write_all(outdir: Path, rows: list[dict[str, Any]], codec_info: dict[str, di
     bd_fields = ["codec"] + [f"{stem}_{m}" for _k, _l, stem in BD_METRICS for m in ("pchip", "cubic")]
     write_csv(outdir / "bd.csv", table, bd_fields)
     (outdir / "codecs.json").write_text(json.dumps({"codecs": codec_info, **tools}, indent=2, default=str))
+    jai = jai_bd_table(summary)
+    jai_md = jai_bd_markdown(jai)
+    write_csv(outdir / "jpeg_ai_bd.csv", jai, ["anchor", *metrics.JPEG_AI_NAMES, "mean7"])
     plots = plot_rd(summary, outdir, title) if summary else []
+    jai_plot = plot_jai(summary, outdir, title) if summary else None
+    plots += [jai_plot] if jai_plot else []
     (outdir / "report.md").write_text(report_markdown(codec_info=codec_info, summary_md=summary_md, bd_md=bd_md,
-                                                      plots=plots, anchor=anchor, **report_args))
-    return {"summary": summary, "bd": table, "bd_md": bd_md, "summary_md": summary_md}
+                                                      plots=plots, anchor=anchor, jai_md=jai_md, **report_args))
+    return {"summary": summary, "bd": table, "bd_md": bd_md, "summary_md": summary_md, "jai_bd": jai,
+            "jai_bd_md": jai_md}

@@ -3,6 +3,11 @@
 The cache key holds everything that changes a result (image size and crop,
 codec version and settings, whether VMAF was computed), so a stale file is
 recomputed instead of silently reused.
+
+Each point carries two metric sets: the project's earlier columns (psnr_rgb,
+psnr_y = BT.601 float luma, msssim_y, msssim_rgb, vmaf = the challenge's 8-bit
+limited-range pipeline) and the JPEG AI set as jai_<name> (evaluation.metrics,
+10-bit BT.709 YUV 4:4:4).
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from evaluation.ratematch import TrialCache, match_rate
 from models.targets import rate_code, within_band
 
 IMAGE_SUFFIXES = (".png", ".ppm", ".pnm", ".bmp", ".tif", ".tiff")
+JAI_FIELDS = tuple(f"jai_{name}" for name in metrics.JPEG_AI_NAMES)  # the JPEG AI set, one column each
 CSV_FIELDS = ("codec", "image", "target", "bpp", "within_band", "knob", "psnr_rgb", "psnr_y", "msssim_y",
-              "msssim_rgb", "vmaf", "enc_s", "dec_s", "calls")
-CACHE_VERSION = 1
+              "msssim_rgb", "vmaf", *JAI_FIELDS, "enc_s", "dec_s", "calls")
+CACHE_VERSION = 2  # 2: rows carry the JPEG AI set
 
 
 @dataclass
@@ -92,13 +98,16 @@ def _from_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def score(ref: np.ndarray, dec: np.ndarray, with_vmaf: bool) -> dict[str, float]:
-    """All per-point quality metrics of `dec` against `ref`."""
+    """All per-point quality metrics of `dec` against `ref`: the earlier columns and jai_<name> for the JPEG AI
+    set (both VMAFs NaN without with_vmaf)."""
     if dec.shape != ref.shape:
         raise ValueError(f"decoded shape {dec.shape} != original {ref.shape}")
     msy = metrics.ms_ssim_y(ref, dec)
+    jai = metrics.jpeg_ai(ref, dec, tuple(n for n in metrics.JPEG_AI_NAMES if with_vmaf or n != "vmaf"))
     return {"psnr_rgb": metrics.psnr_rgb(ref, dec), "psnr_y": metrics.psnr_y_bt601(ref, dec), "msssim_y": msy,
             "msssim_rgb": metrics.ms_ssim_rgb(ref, dec),
-            "vmaf": ffmpeg.vmaf(ref, dec) if with_vmaf else math.nan}
+            "vmaf": ffmpeg.vmaf(ref, dec) if with_vmaf else math.nan,
+            **{f"jai_{n}": jai.get(n, math.nan) for n in metrics.JPEG_AI_NAMES}}
 
 
 def _warm_up(codec: Codec, rgb: np.ndarray, log: RunLog) -> None:

@@ -121,3 +121,54 @@ def test_cli_errors_are_one_line(args):
     proc = _cli(*args)
     assert proc.returncode != 0
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- evaluation integration
+
+
+def _rows(codec: str, scale: float) -> list[dict]:
+    """Synthetic per-image rows: every JPEG AI metric rises with rate (NLPD falls); rates x scale."""
+    rows = []
+    for t in (0.25, 0.5, 0.75, 1.0):
+        q = math.log(t)
+        row = {"codec": codec, "image": "a", "target": t, "bpp": t * scale, "within_band": True, "psnr_rgb": q,
+               "psnr_y": q, "msssim_y": 0.9, "msssim_rgb": 0.9, "vmaf": q, "enc_s": 0.0, "dec_s": 0.0, "calls": 1}
+        for n in metrics.JPEG_AI_NAMES:
+            row[f"jai_{n}"] = -q if n == "nlpd" else (str(q) if n == "fsim" else q)  # str: as read back from CSV
+        rows.append(row)
+    return rows
+
+
+def test_jai_bd_table_per_metric_and_mean7():
+    from evaluation import report
+
+    summary = report.summarize(_rows("jpeg2000", 1.0) + _rows("ours", 0.8) + _rows("jpeg", 1.25))
+    table = {r["anchor"]: r for r in report.jai_bd_table(summary)}
+    assert set(table) == {"jpeg2000", "jpeg"}
+    for n in (*metrics.JPEG_AI_NAMES, "mean7"):
+        assert table["jpeg2000"][n] == pytest.approx(-20.0, abs=1e-6), n   # NLPD's sign handled
+        assert table["jpeg"][n] == pytest.approx(-36.0, abs=1e-6), n
+    md = report.jai_bd_markdown(list(table.values()))
+    assert "mean of 7" in md and md.count("-20.0%") == len(metrics.JPEG_AI_NAMES) + 1
+    assert report.jai_bd_table(summary, test="avif") == []
+
+
+def test_jai_mean7_is_nan_when_one_metric_is_missing():
+    from evaluation import report
+
+    rows = _rows("jpeg2000", 1.0) + _rows("ours", 0.8)
+    for r in rows:
+        r["jai_vmaf"] = ""  # --no-vmaf, read back from a CSV
+    (row,) = report.jai_bd_table(report.summarize(rows))
+    assert math.isnan(row["vmaf"]) and math.isnan(row["mean7"]) and row["fsim"] == pytest.approx(-20.0)
+
+
+def test_runner_scores_carry_the_jpeg_ai_set():
+    from evaluation import runner
+
+    ref, dist = load(pairs()[0])
+    row = runner.score(ref, dist, with_vmaf=False)
+    assert set(runner.JAI_FIELDS) <= set(row) and set(runner.JAI_FIELDS) <= set(runner.CSV_FIELDS)
+    expect = REFERENCE["pairs"][0]["scores"]
+    assert row["jai_fsim"] == pytest.approx(expect["fsim"], abs=TOLERANCE["fsim"]) and math.isnan(row["jai_vmaf"])
+    assert row["jai_psnr_y"] != pytest.approx(row["psnr_y"], abs=0.01)  # BT.709 10-bit vs BT.601 float: not the same
