@@ -1,15 +1,10 @@
-"""The four transforms of models/transforms.py, in JAX, on the same parameters.
+"""The JAX backend of the network in models/network.py: the accelerator's training step and the
+JAX decode backend run these.
 
-Why a second implementation: TensorFlow 2.14 cannot run on the lent accelerator
-(Python 3.12, no TF wheels), JAX can. The trainer (training/) and an optional
-GPU decode backend run these; the codec's Keras layers stay the reference, and
-tests/test_jax_parity.py pins both to each other on the same weights.
-
-Parameters are a flat dict keyed by `<transform>/<layer>/<variable>`, holding the
-Keras tensors as Keras stores them: conv kernels (k, k, in, out), transposed-conv
-kernels (k, k, out, in), and tfc.GDN's reparametrised beta and gamma. `ORDER`
-lists the keys in the order of the retired Keras training model's `weights`, which
-is the order of the committed resume states (w000, w001, ...).
+Why JAX at all: TensorFlow 2.14 cannot run on the accelerator machines we are lent
+(Python 3.12, no TF wheels), JAX can. On the CPU the TF backend (models/tf_network.py)
+trains, because XLA:CPU has no fast convolution. tests/test_jax_parity.py and
+tests/test_tf_step.py pin the backends to each other and to the codec on the same weights.
 
 Transposed convolutions run as a stride-1 3x3 convolution to 4*C channels plus a
 depth-to-space (sub-pixel form). It equals Keras's Conv2DTranspose(5, 2, 'same')
@@ -23,73 +18,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models import scale_table
+from models import network
+from models.network import GDN_BETA_MIN, GDN_PEDESTAL, LOG2_SCALE_MAX, LOG2_SCALE_MIN, PRIOR_FILTERS, PRIOR_INIT_SCALE  # noqa: F401
 
 Params = dict  # str -> array
 
-# tfc.GDNParameter: value = max(v, sqrt(minimum + offset^2))^2 - offset^2, offset = 2^-18.
-GDN_PEDESTAL = (2.0 ** -18) ** 2
-GDN_BETA_MIN = 1e-6
-LOG2_SCALE_MIN = scale_table.LOG2_SCALE_MIN
-LOG2_SCALE_MAX = scale_table.LOG2_SCALE_MAX
-PRIOR_FILTERS = (3, 3)            # tfc.DeepFactorized default hidden widths
-PRIOR_INIT_SCALE = 10.0
 
+# -- the parameter layout (models/network.py) -----------------------------------------------------------
 
-# -- the parameter layout ------------------------------------------------------------------------------
-
-def _conv(prefix: str, k: int, cin: int, cout: int) -> list[tuple[str, tuple]]:
-    return [(f"{prefix}/kernel", (k, k, cin, cout)), (f"{prefix}/bias", (cout,))]
-
-
-def _deconv(prefix: str, k: int, cin: int, cout: int) -> list[tuple[str, tuple]]:
-    return [(f"{prefix}/kernel", (k, k, cout, cin)), (f"{prefix}/bias", (cout,))]
-
-
-def _gdn(prefix: str, c: int) -> list[tuple[str, tuple]]:
-    return [(f"{prefix}/reparam_beta", (c,)), (f"{prefix}/reparam_gamma", (c, c))]
-
-
-def layout(num_filters: int, latent_channels: int) -> list[tuple[str, tuple]]:
-    """(key, shape) of every tensor, in the committed states' order."""
-    n, m = num_filters, latent_channels
-    out: list[tuple[str, tuple]] = []
-    cin = 3
-    for i in range(3):
-        out += _conv(f"analysis/conv_{i}", 5, cin, n) + _gdn(f"analysis/gdn_{i}", n)
-        cin = n
-    out += _conv("analysis/conv_3", 5, n, m)
-    cin = m
-    for i in range(3):
-        out += _deconv(f"synthesis/deconv_{i}", 5, cin, n) + _gdn(f"synthesis/igdn_{i}", n)
-        cin = n
-    out += _deconv("synthesis/deconv_3", 5, n, 3)
-    out += _conv("hyper_analysis/conv_0", 3, m, n) + _conv("hyper_analysis/conv_1", 5, n, n)
-    out += _conv("hyper_analysis/conv_2", 5, n, n)
-    out += _deconv("hyper_synthesis/deconv_0", 5, n, n) + _deconv("hyper_synthesis/deconv_1", 5, n, n * 3 // 2)
-    out += _conv("hyper_synthesis/conv_2", 3, n * 3 // 2, 2 * m)
-    f = (1,) + PRIOR_FILTERS + (1,)
-    nl = len(PRIOR_FILTERS) + 1
-    out += [(f"z_prior/bias_{i}", (n, f[i + 1], 1)) for i in range(nl)]
-    out += [(f"z_prior/factor_{i}", (n, f[i + 1], 1)) for i in range(nl - 1)]
-    out += [(f"z_prior/matrix_{i}", (n, f[i + 1], f[i])) for i in range(nl)]
-    return out
-
-
-def ordered(params: Params) -> list[tuple[str, object]]:
-    """(key, tensor) in the committed states' order (a pytree's dict order is sorted, not this)."""
-    return [(k, params[k]) for k, _ in layout(*widths_of(params))]
-
-
-def sub(params: Params, transform: str) -> list:
-    """The tensors of one transform, in Keras `weights` order (what the model files store)."""
-    return [v for k, v in ordered(params) if k.startswith(transform + "/")]
-
-
-def widths_of(params: Params) -> tuple[int, int]:
-    """(N, M) read off the parameter shapes."""
-    k = params["analysis/conv_3/kernel"]
-    return int(k.shape[2]), int(k.shape[3])
+layout = network.layout
+ordered = network.ordered
+sub = network.sub
+widths_of = network.widths_of
 
 
 def init(key, num_filters: int, latent_channels: int) -> Params:
@@ -207,43 +147,44 @@ def gdn(x, reparam_beta, reparam_gamma, inverse: bool = False):
 
 # -- the transforms ------------------------------------------------------------------------------------
 
-def analysis(p: Params, x, dtype=None):
-    """Image (0..1, NHWC) -> y at 1/16 resolution. `dtype` sets the conv compute type (e.g. bfloat16)."""
+def apply(p: Params, transform: str, x, dtype=None):
+    """One transform of models/network.py. `dtype` sets the conv compute type (e.g. bfloat16); GDN, the
+    activations between layers and the output stay float32."""
     import jax.numpy as jnp
-    h = x - 0.5
-    for i in range(3):
-        h = conv(h if dtype is None else h.astype(dtype), p[f"analysis/conv_{i}/kernel"],
-                 p[f"analysis/conv_{i}/bias"], 2).astype(jnp.float32)
-        h = gdn(h, p[f"analysis/gdn_{i}/reparam_beta"], p[f"analysis/gdn_{i}/reparam_gamma"])
-    h = conv(h if dtype is None else h.astype(dtype), p["analysis/conv_3/kernel"], p["analysis/conv_3/bias"], 2)
-    return h.astype(jnp.float32)
+    from jax import nn
+    h = x + network.CENTRE["analysis"] if transform == "analysis" else x
+    for layer in network.transforms(*widths_of(p))[transform]:
+        key = f"{transform}/{layer.name}"
+        if layer.kind in ("gdn", "igdn"):
+            h = gdn(h, p[f"{key}/reparam_beta"], p[f"{key}/reparam_gamma"], inverse=layer.kind == "igdn")
+            continue
+        h = h if dtype is None else h.astype(dtype)
+        if layer.kind == "conv":
+            h = conv(h, p[f"{key}/kernel"], p[f"{key}/bias"], layer.stride)
+        else:
+            h = deconv(h, p[f"{key}/kernel"], p[f"{key}/bias"])
+        h = h.astype(jnp.float32)
+        h = nn.relu(h) if layer.relu else h
+    return h + network.CENTRE["synthesis"] if transform == "synthesis" else h
+
+
+def analysis(p: Params, x, dtype=None):
+    """Image (0..1, NHWC) -> y at 1/16 resolution."""
+    return apply(p, "analysis", x, dtype)
 
 
 def synthesis(p: Params, y, dtype=None):
     """y_hat -> image (0..1)."""
-    import jax.numpy as jnp
-    h = y
-    for i in range(3):
-        h = deconv(h if dtype is None else h.astype(dtype), p[f"synthesis/deconv_{i}/kernel"],
-                   p[f"synthesis/deconv_{i}/bias"]).astype(jnp.float32)
-        h = gdn(h, p[f"synthesis/igdn_{i}/reparam_beta"], p[f"synthesis/igdn_{i}/reparam_gamma"], inverse=True)
-    h = deconv(h if dtype is None else h.astype(dtype), p["synthesis/deconv_3/kernel"], p["synthesis/deconv_3/bias"])
-    return h.astype(jnp.float32) + 0.5
+    return apply(p, "synthesis", y, dtype)
 
 
 def hyper_analysis(p: Params, y):
-    import jax.nn as nn
-    h = nn.relu(conv(y, p["hyper_analysis/conv_0/kernel"], p["hyper_analysis/conv_0/bias"]))
-    h = nn.relu(conv(h, p["hyper_analysis/conv_1/kernel"], p["hyper_analysis/conv_1/bias"], 2))
-    return conv(h, p["hyper_analysis/conv_2/kernel"], p["hyper_analysis/conv_2/bias"], 2)
+    return apply(p, "hyper_analysis", y)
 
 
 def hyper_synthesis(p: Params, z_hat):
     """z_hat -> (mu, log2 sigma before bounding), concatenated as the Keras layer outputs them."""
-    import jax.nn as nn
-    h = nn.relu(deconv(z_hat, p["hyper_synthesis/deconv_0/kernel"], p["hyper_synthesis/deconv_0/bias"]))
-    h = nn.relu(deconv(h, p["hyper_synthesis/deconv_1/kernel"], p["hyper_synthesis/deconv_1/bias"]))
-    return conv(h, p["hyper_synthesis/conv_2/kernel"], p["hyper_synthesis/conv_2/bias"])
+    return apply(p, "hyper_synthesis", z_hat)
 
 
 def split_hyper(h) -> tuple:

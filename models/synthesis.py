@@ -83,11 +83,11 @@ class Synthesis:
         for i in range(STAGES):
             (kernel, bias), vs = vs[:2], vs[2:]
             out.append((f"deconv_{i}", "deconv", tuple(kernel.shape),
-                        functools.partial(_deconv, tf, kernel=kernel, bias=bias)))
+                        functools.partial(deconv, tf, kernel=kernel, bias=bias)))
             if i < STAGES - 1:
                 (beta, gamma), vs = vs[:2], vs[2:]
                 out.append((f"igdn_{i}", "igdn", tuple(gamma.shape),
-                            functools.partial(_inverse_gdn, tf, reparam_beta=beta, reparam_gamma=gamma)))
+                            functools.partial(inverse_gdn, tf, reparam_beta=beta, reparam_gamma=gamma)))
         out.append(("uncentre", "add", (), lambda x: x + 0.5))
         return out
 
@@ -97,7 +97,7 @@ class Synthesis:
         return y
 
 
-def _deconv(tf, x, *, kernel, bias):
+def deconv(tf, x, *, kernel, bias):
     """keras Conv2DTranspose(filters, 5, strides=2, padding='same'): the same ops it runs."""
     shape = tf.shape(x)
     out = tf.stack([shape[0], shape[1] * 2, shape[2] * 2, kernel.shape[2]])
@@ -105,20 +105,24 @@ def _deconv(tf, x, *, kernel, bias):
     return tf.nn.bias_add(y, bias, data_format="NHWC")
 
 
-def _gdn_value(tf, variable, minimum: float):
+def gdn_value(tf, variable, minimum: float):
     """tfc.GDNParameter.__call__: lower_bound's forward is tf.maximum."""
     pedestal = tf.constant(GDN_OFFSET ** 2, dtype=variable.dtype)
     bound = tf.constant((minimum + GDN_OFFSET ** 2) ** .5, dtype=variable.dtype)
     return tf.math.square(tf.math.maximum(variable, bound)) - pedestal
 
 
-def _inverse_gdn(tf, x, *, reparam_beta, reparam_gamma):
-    """tfc.GDN(inverse=True) with alpha = epsilon = 1, channels last: x * (beta + |x| . gamma)."""
-    beta = _gdn_value(tf, reparam_beta, GDN_BETA_MIN)
-    gamma = _gdn_value(tf, reparam_gamma, GDN_GAMMA_MIN)
+def gdn_norm(tf, x, beta, gamma):
+    """tfc.GDN's normalisation pool with alpha = epsilon = 1, channels last: beta + |x| . gamma."""
     norm = tf.nn.convolution(abs(x), tf.reshape(gamma, [1, 1] + gamma.shape.as_list()), padding="VALID")
-    norm = tf.nn.bias_add(norm, beta)
-    return x * norm
+    return tf.nn.bias_add(norm, beta)
+
+
+def inverse_gdn(tf, x, *, reparam_beta, reparam_gamma):
+    """tfc.GDN(inverse=True): x * (beta + |x| . gamma)."""
+    beta = gdn_value(tf, reparam_beta, GDN_BETA_MIN)
+    gamma = gdn_value(tf, reparam_gamma, GDN_GAMMA_MIN)
+    return x * gdn_norm(tf, x, beta, gamma)
 
 
 # -- y_hat -> image, shared by the decoder and the encoder's reconstruction ------------------------------

@@ -1,9 +1,11 @@
-"""Training speed on whatever device JAX finds: steps/s and megapixels/s of the real train step.
+"""Training speed: steps/s and megapixels/s of training.train's real step, per backend and dtype.
 
-python -m training.bench [--batch 16 --patch 256] [--steps 30] [--tf-reference a5d10aa]
+python -m training.bench [--batch 16 --patch 256] [--steps 30] [--backend tf|jax] [--tf-reference a5d10aa]
 
-The step is training.train's own (crops sampled on the device, loss, Adam), compiled before
-timing. Two figures: `pipelined` runs --steps steps back to back and syncs once (what training
+On a CPU it times the TF (oneDNN) step, in bfloat16 too where the CPU has it natively, and
+the JAX step; on an accelerator the JAX step in float32 and bfloat16. Each step is
+training.train's own (crops, loss, Adam), compiled before timing.
+Two figures: `pipelined` runs --steps steps back to back and syncs once (what training
 sees: JAX dispatches ahead), `synced` is the median of single steps each waited for.
 --tf-reference REV also times the retired TF/Keras train step, read from git at REV
 (models/hyperprior.py), on the same batch: the side-by-side figure in training/README.md.
@@ -31,40 +33,41 @@ def _pool(patch: int, images: int = 16, seed: int = 0):
     return Pool.from_images([rng.integers(0, 256, (side, side + 32 * i % 96, 3), np.uint8) for i in range(images)])
 
 
-def bench_jax(batch: int, patch: int, steps: int, warmup: int, n: int, m: int, dtype: str) -> dict:
+def bench_step(backend: str, batch: int, patch: int, steps: int, warmup: int, n: int, m: int, dtype: str) -> dict:
+    """One backend's training.train step (training/tf_step.py or training/jax_step.py), compiled before timing."""
     import jax
-    import jax.numpy as jnp
 
     from models import jax_transforms as J
     from training.config import TrainConfig
-    from training.train import Trainer
+    from training.train import make_trainer
     cfg = TrainConfig(batch=batch, patch=patch, num_filters=n, latent_channels=m, compute_dtype=dtype, steps=10 ** 6)
-    tr = Trainer(cfg, _pool(patch).arrays())
-    params, opt = tr.place({k: np.asarray(v) for k, v in J.init(jax.random.PRNGKey(0), n, m).items()})
+    tr = make_trainer(backend, cfg, _pool(patch).arrays())
+    state = tr.place({k: np.asarray(v) for k, v in J.init(jax.random.PRNGKey(0), n, m).items()})
     t = time.time()
-    tr.compile(params, opt, [])
-    compile_s = time.time() - t
-    one = (jnp.float32(0.5), jnp.float32(100.0))
+    tr.compile(state, [])
     s = 0
     for _ in range(warmup):
-        params, opt, met = tr.step(params, opt, tr.pool, jnp.int32(s), *one)
+        state, met = tr.step(state, s, 0.5, 100.0)
         s += 1
-    met.block_until_ready()
+    tr.fetch([met])
+    compile_s = time.time() - t
     synced = []
     for _ in range(max(3, steps // 3)):
         t = time.perf_counter()
-        params, opt, met = tr.step(params, opt, tr.pool, jnp.int32(s), *one)
-        met.block_until_ready()
+        state, met = tr.step(state, s, 0.5, 100.0)
+        tr.fetch([met])
         synced.append(time.perf_counter() - t)
         s += 1
     t = time.perf_counter()
+    pending = []
     for _ in range(steps):
-        params, opt, met = tr.step(params, opt, tr.pool, jnp.int32(s), *one)
+        state, met = tr.step(state, s, 0.5, 100.0)
+        pending.append(met)
         s += 1
-    met.block_until_ready()
+    tr.fetch(pending)
     piped = (time.perf_counter() - t) / steps
-    d = jax.devices()[0]
-    return {"impl": f"JAX {jax.__version__} ({dtype})", "device": f"{len(jax.devices())} x {d.device_kind}",
+    version = jax.__version__ if backend == "jax" else __import__("tensorflow").__version__
+    return {"impl": f"{backend.upper()} {version} ({dtype})", "device": tr.device_name(),
             "compile_s": compile_s, "pipelined_s": piped, "synced_s": statistics.median(synced)}
 
 
@@ -122,22 +125,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compilation")
     p.add_argument("--num-filters", type=int, default=128, help="N")
     p.add_argument("--latent-channels", type=int, default=192, help="M")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="conv compute type")
+    p.add_argument("--dtype", default="", choices=["", "float32", "bfloat16"],
+                   help="conv compute type (default: float32, plus bfloat16 where the CPU has it natively)")
+    p.add_argument("--backend", default="", choices=["", "tf", "jax"],
+                   help="time this step only (default: TF on a CPU, JAX on an accelerator; both where JAX sees a CPU)")
     p.add_argument("--tf-reference", default="", metavar="REV",
                    help="also time the retired TF step from git revision REV (e.g. a5d10aa)")
     args = p.parse_args(argv)
-    rows = [bench_jax(args.batch, args.patch, args.steps, args.warmup, args.num_filters, args.latent_channels,
-                      args.dtype)]
+    import jax
+
+    from training.tf_step import native_bf16
+    from training.validate import tf_available
+    on_cpu = jax.default_backend() == "cpu"
+    backends = [args.backend] if args.backend else (["tf", "jax"] if on_cpu and tf_available() else ["jax"])
+    rows = []
+    for backend in backends:
+        dtypes = [args.dtype] if args.dtype else ["float32"] + (["bfloat16"] if backend == "jax" and not on_cpu
+                                                               or backend == "tf" and native_bf16() else [])
+        for dtype in dtypes:
+            rows.append(bench_step(backend, args.batch, args.patch, args.steps, args.warmup, args.num_filters,
+                                   args.latent_channels, dtype))
     if args.tf_reference:
         rows.append(bench_tf_reference(args.tf_reference, args.batch, args.patch, args.steps, args.warmup,
                                        args.num_filters, args.latent_channels))
     mp = args.batch * args.patch ** 2 / 1e6
     print(f"train step, batch {args.batch} x {args.patch}^2, N={args.num_filters}, M={args.latent_channels}")
-    print("| implementation | device | compile s | pipelined steps/s | synced steps/s | Mpixel/s |")
-    print("|---|---|---|---|---|---|")
+    ref = next((r for r in rows if "retired" in r["impl"]), None)
+    print("| implementation | device | compile s | pipelined steps/s | synced steps/s | Mpixel/s | vs retired |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
+        rel = f"{ref['pipelined_s'] / r['pipelined_s']:.2f}x" if ref else "-"
         print(f"| {r['impl']} | {r['device']} | {r['compile_s']:.1f} | {1 / r['pipelined_s']:.2f} | "
-              f"{1 / r['synced_s']:.2f} | {mp / r['pipelined_s']:.2f} |")
+              f"{1 / r['synced_s']:.2f} | {mp / r['pipelined_s']:.2f} | {rel} |")
     return 0
 
 

@@ -56,7 +56,8 @@ class TrainConfig:
     max_side: int = _p(1280, "training images are downscaled to at most this side when loaded")
     rate_probe: str = _p("auto", "validation rate: 'coded' (export + real encoder, needs TF), 'estimated' "
                                  "(rounded latents' likelihoods, JAX only) or 'auto' (coded where TF is installed)")
-    compute_dtype: str = _p("float32", "conv compute type of analysis/synthesis: 'float32' or 'bfloat16'")
+    compute_dtype: str = _p("float32", "conv compute type of analysis/synthesis: 'float32', 'bfloat16', or "
+                                         "'auto' (bfloat16 where the CPU has it natively and the step is TF's)")
     model: str = _p("meanscale", "entropy model: 'meanscale' (bitstream v2) or 'charm' (v3: channel-wise "
                                  "autoregressive slices, training/charm.py); charm starts from init_from/the state")
     charm_slices: int = _p(8, "charm: number of y slices (latent_channels must split evenly)")

@@ -16,13 +16,12 @@ fine-tuning: g_s then sees the integers it gets at inference).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import log_ndtr
 
 from models import jax_transforms as J
+from training.loss import Loss  # noqa: F401 - the losses are backend-neutral
 
 LN2 = 0.6931471805599453
 
@@ -73,26 +72,30 @@ def y_log_prob(y, mu, sigma):
     return _log1mexp_diff(jnp.where(right, logsf_lo, logcdf_hi), jnp.where(right, logsf_hi, logcdf_lo))
 
 
-def forward(p: J.Params, x, key=None, quantization: str = "noise", dtype=None) -> dict:
+def forward(p: J.Params, x, key=None, quantization: str = "noise", dtype=None, noise=None) -> dict:
     """x (NHWC, 0..1) -> bpp, bpp_y, bpp_z, mse (0..255 scale), x_hat.
 
-    key=None is evaluation: latents are rounded (z_hat = round(z), y_hat = mu + round(y - mu),
-    as the codec codes them) and the rates are the discrete likelihoods of those integers.
+    key=None (and no `noise`) is evaluation: latents are rounded (z_hat = round(z), y_hat = mu + round(y - mu),
+    as the codec codes them) and the rates are the discrete likelihoods of those integers. `noise`, a pair of
+    U(-1/2, 1/2) arrays shaped like z and y, replaces the key's (the cross-backend tests feed both the same).
     """
     y = J.analysis(p, x, dtype)
     z = J.hyper_analysis(p, y)
-    if key is None:
+    if key is None and noise is None:
         z_hat = jnp.round(z)
         mu, sigma = J.split_hyper(J.hyper_synthesis(p, z_hat))
         y_hat = mu + jnp.round(y - mu)
         z_r, y_r = z_hat, y_hat
     else:
-        kz, ky = jax.random.split(key)
-        z_noisy = z + jax.random.uniform(kz, z.shape, z.dtype, -0.5, 0.5)
+        if noise is None:
+            kz, ky = jax.random.split(key)
+            noise = (jax.random.uniform(kz, z.shape, z.dtype, -0.5, 0.5),
+                     jax.random.uniform(ky, y.shape, y.dtype, -0.5, 0.5))
+        z_noisy = z + noise[0]
         ste = quantization == "ste"
         z_hat = _ste_round(z) if ste else z_noisy
         mu, sigma = J.split_hyper(J.hyper_synthesis(p, z_hat))
-        y_noisy = y + jax.random.uniform(ky, y.shape, y.dtype, -0.5, 0.5)
+        y_noisy = y + noise[1]
         y_hat = mu + _ste_round(y - mu) if ste else y_noisy
         z_r, y_r = z_noisy, y_noisy
     bits_z = -jnp.sum(z_log_prob(p, z_r)) / LN2
@@ -102,30 +105,3 @@ def forward(p: J.Params, x, key=None, quantization: str = "noise", dtype=None) -
     mse = jnp.mean(jnp.square(x * 255.0 - x_hat * 255.0))
     return {"bpp": (bits_y + bits_z) / num_pixels, "bpp_y": bits_y / num_pixels, "bpp_z": bits_z / num_pixels,
             "mse": mse, "x_hat": x_hat}
-
-
-@dataclass(frozen=True)
-class Loss:
-    """'lambda': R + lambda*D.  'guerin': D + beta*((R_t - R)/R_t)^2 (Guerin et al.), R_t and beta traced.
-
-    D is MSE on the 0..255 scale times `mse_weight`, plus `msssim_weight`*(1 - MS-SSIM).
-    """
-
-    kind: str = "lambda"
-    lmbda: float = 0.01
-    mse_weight: float = 1.0
-    msssim_weight: float = 0.0
-
-    def __post_init__(self):
-        if self.kind not in ("lambda", "guerin"):
-            raise ValueError(f"unknown loss kind {self.kind!r}")
-
-    def __call__(self, out: dict, x, target_bpp, beta):
-        d = self.mse_weight * out["mse"]
-        if self.msssim_weight:
-            from training.msssim import ms_ssim
-            d = d + self.msssim_weight * (1.0 - jnp.mean(ms_ssim(x, jnp.clip(out["x_hat"], 0.0, 1.0))))
-        if self.kind == "lambda":
-            return out["bpp"] + self.lmbda * d
-        rel = (target_bpp - out["bpp"]) / target_bpp
-        return d + beta * jnp.square(rel)

@@ -60,3 +60,8 @@ def ms_ssim(a, b):
             a, b = _down(a), _down(b)
     vals = jnp.stack(css, axis=-1) ** jnp.asarray(POWER_FACTORS)
     return jnp.mean(jnp.prod(vals, axis=-1), axis=-1)
+
+
+def mean_ms_ssim(x, x_hat):
+    """Batch mean of MS-SSIM with the reconstruction clipped to [0, 1]: the loss term."""
+    return jnp.mean(ms_ssim(x, jnp.clip(x_hat, 0.0, 1.0)))

@@ -29,6 +29,7 @@ import numpy as np
 
 from evaluation.datasets import KODAK
 from evaluation.metrics import psnr_from_mse
+from training.schedule import learning_rate  # noqa: F401 - the schedule both steps follow
 
 ROOT = Path(__file__).resolve().parent.parent
 FETCH_EVERY = 25          # steps between host reads of the metrics (the only host sync in the loop)
@@ -64,110 +65,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--export-dir", default=str(ROOT / "models" / "weights"), help="where exports are written")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--log-every", type=int, default=500, help="steps between plain-log lines")
+    p.add_argument("--backend", default="auto", choices=["auto", "tf", "jax"],
+                   help="the training step: 'tf' (oneDNN, the fast one on a CPU), 'jax' (accelerators; the v3 "
+                        "charm model), 'auto' (jax where JAX sees an accelerator or the model is charm, else tf)")
     p.add_argument("--coordinator", default="", help="multi-host: coordinator address host:port (jax.distributed)")
     p.add_argument("--num-processes", type=int, default=1, help="multi-host: number of processes")
     p.add_argument("--process-id", type=int, default=0, help="multi-host: this process's index")
     return p.parse_args(argv)
-
-
-def learning_rate(cfg, step, adam_count=None):
-    """Warm-up, then 10x drops at the `lr_decay_at` fractions of `steps`. The drops follow the run's step
-    counter, which survives a resume from a committed state; the warm-up follows Adam's own count
-    (`adam_count`, default: the step), which restarts there with fresh moments. Without that second
-    warm-up the first step after such a resume took the base's Kodak estimate from 31.03 to 26.66 dB
-    (CHANGELOG.md, session 9)."""
-    import jax.numpy as jnp
-    s = jnp.asarray(step).astype(jnp.float32)
-    w = s if adam_count is None else jnp.minimum(s, jnp.asarray(adam_count).astype(jnp.float32))
-    lr = cfg.lr * jnp.minimum(1.0, (w + 1) / max(1, cfg.warmup_steps))
-    for frac in cfg.lr_decay_at:
-        lr = jnp.where(s >= frac * cfg.steps, lr * 0.1, lr)
-    return lr
-
-
-class Trainer:
-    """The compiled step, the evaluation functions and the device placement of one run."""
-
-    def __init__(self, cfg, pool_arrays: tuple):
-        import jax
-        import jax.numpy as jnp
-        import optax
-        from jax.sharding import Mesh, NamedSharding
-        from jax.sharding import PartitionSpec as P
-
-        from training.data import sample_crops
-        from training.model import Loss, forward
-        if cfg.model == "charm":
-            from training.charm import forward  # noqa: F811 - bitstream v3's slice entropy model
-        self.cfg = cfg
-        devices = np.array(jax.devices())
-        if cfg.batch % len(devices):
-            raise ValueError(f"batch {cfg.batch} does not split over {len(devices)} devices")
-        self.mesh = Mesh(devices, ("data",))
-        self.replicated = NamedSharding(self.mesh, P())
-        self.sharded = NamedSharding(self.mesh, P("data"))
-        self.pool = tuple(self._global(a) for a in pool_arrays)
-        chain = [optax.clip_by_global_norm(cfg.clipnorm)] if cfg.clipnorm else []
-        self.optimizer = optax.chain(*chain, optax.scale_by_adam(eps=1e-7))   # Keras Adam's epsilon
-        loss = Loss(cfg.loss, cfg.lmbda, cfg.mse_weight, cfg.msssim_weight)
-        dtype = None if cfg.compute_dtype == "float32" else jnp.dtype(cfg.compute_dtype)
-        seed_key = jax.random.PRNGKey(cfg.seed)
-
-        def step_fn(params, opt_state, pool, step, rt, beta):
-            key = jax.random.fold_in(seed_key, step)            # resumable: the key is a function of the step
-            kc, kn = jax.random.split(key)
-            x = jax.lax.with_sharding_constraint(sample_crops(pool, kc, cfg.batch, cfg.patch), self.sharded)
-
-            def objective(p):
-                out = forward(p, x, kn, cfg.quantization, dtype)
-                return loss(out, x, rt, beta), out
-
-            (value, out), grads = jax.value_and_grad(objective, has_aux=True)(params)
-            count = opt_state[-1].count                    # optax.scale_by_adam's steps so far
-            updates, opt_state = self.optimizer.update(grads, opt_state, params)
-            lr = learning_rate(cfg, step, count)
-            params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
-            return params, opt_state, jnp.stack([value, out["bpp"], out["mse"]])
-
-        self.step = jax.jit(step_fn, donate_argnums=(0, 1))
-        self.evaluate = jax.jit(lambda p, x: {k: v for k, v in forward(p, x).items() if k != "x_hat"})
-        self._evaluators: dict[tuple, object] = {}     # shape -> executable compiled before the clock
-
-    def _global(self, a: np.ndarray):
-        """A replicated global array from host data (every process holds the same)."""
-        import jax
-        return jax.make_array_from_callback(a.shape, self.replicated, lambda idx: a[idx])
-
-    def place(self, params: dict, leaves: list | None = None):
-        """Device-placed (params, optimiser state): Adam fresh, or from a checkpoint's flattened leaves."""
-        import jax
-        params = {k: self._global(np.asarray(v, np.float32)) for k, v in params.items()}
-        opt_state = self.optimizer.init(params)
-        if leaves is None:
-            return params, jax.tree_util.tree_map(lambda a: self._global(np.asarray(a)), opt_state)
-        return params, jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(opt_state),
-                                                    [self._global(np.asarray(a)) for a in leaves])
-
-    def compile(self, params, opt_state, eval_shapes: list[tuple]) -> float:
-        """Compile the step and every evaluation shape before the clock starts; returns seconds spent."""
-        import jax
-        import jax.numpy as jnp
-        t = time.time()
-        args = (params, opt_state, self.pool, jnp.int32(0), jnp.float32(1.0), jnp.float32(1.0))
-        self.step = self.step.lower(*args).compile()
-        for shape in sorted(set(eval_shapes)):
-            self._evaluators[shape] = self.evaluate.lower(params, jax.ShapeDtypeStruct(shape, jnp.float32)).compile()
-        return time.time() - t
-
-    def estimate(self, params, images: list[np.ndarray]) -> tuple[list[float], list[float]]:
-        """Per-image estimated bpp (rounded latents' likelihoods) and PSNR-RGB of the float reconstruction."""
-        bpp, psnr = [], []
-        for img in images:
-            x = img[None].astype(np.float32) / 255.0
-            out = self._evaluators.get(x.shape, self.evaluate)(params, x)   # AOT executables are not in jit's cache
-            bpp.append(float(out["bpp"]))
-            psnr.append(psnr_from_mse(float(out["mse"])))
-        return bpp, psnr
 
 
 def _padded(img: np.ndarray) -> np.ndarray:
@@ -189,8 +93,6 @@ def _logger(out: Path) -> logging.Logger:
 
 def resume_point(cfg, args, log) -> tuple[dict, list | None, dict]:
     """(params, optimiser leaves or None, loop state) from the nearest resume point."""
-    import jax
-
     from models import jax_transforms as J
     from training import checkpoint, state
     out = Path(args.out)
@@ -215,15 +117,10 @@ def resume_point(cfg, args, log) -> tuple[dict, list | None, dict]:
                             "wall_seconds": parent.get("wall_seconds", 0.0)}] + parent.get("lineage", [])
         log.info("initialised from %s (step %d)", cfg.init_from, parent["step"])
         return params, None, loop
+    import jax  # one initialisation for both backends: JAX's
     params = J.init(jax.random.PRNGKey(cfg.seed), cfg.num_filters, cfg.latent_channels)
     log.info("fresh initialisation (seed %d)", cfg.seed)
     return {k: np.asarray(v) for k, v in params.items()}, None, loop
-
-
-def _device_name() -> str:
-    import jax
-    d = jax.devices()[0]
-    return f"{len(jax.devices())} x {getattr(d, 'device_kind', d.platform)} ({d.platform})"
 
 
 # -- the steps of main, in order --------------------------------------------------------------------------
@@ -236,9 +133,41 @@ def build_config(args):
 
 def start_jax(args) -> None:
     """Multi-host: join the coordinator before anything else asks JAX for its devices."""
-    import jax
     if args.coordinator:
+        import jax
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+
+
+def choose_backend(args, cfg) -> str:
+    """'tf' or 'jax' for --backend (auto: JAX on an accelerator, for charm, or where TF is absent)."""
+    from training.validate import tf_available
+    if args.backend != "auto":
+        if args.backend == "tf" and cfg.model == "charm":
+            raise ValueError("the charm (v3) model trains with --backend jax only")
+        return args.backend
+    if cfg.model == "charm" or not tf_available() or args.coordinator:
+        return "jax"
+    import importlib.util
+    if importlib.util.find_spec("jax") is not None:
+        import jax
+        if jax.default_backend() != "cpu":
+            return "jax"
+    return "tf"
+
+
+def resolve_dtype(cfg, backend: str) -> None:
+    """compute_dtype 'auto': bfloat16 where the CPU computes it natively (TF backend), else float32."""
+    if cfg.compute_dtype == "auto":
+        from training.tf_step import native_bf16
+        cfg.compute_dtype = "bfloat16" if backend == "tf" and native_bf16() else "float32"
+
+
+def make_trainer(backend: str, cfg, pool_arrays: tuple):
+    if backend == "tf":
+        from training.tf_step import Trainer
+    else:
+        from training.jax_step import Trainer
+    return Trainer(cfg, pool_arrays)
 
 
 def open_run_folder(args, cfg) -> logging.Logger:
@@ -260,8 +189,8 @@ def load_data(cfg, args, log) -> tuple:
     images = load_images(train_files, cfg.patch, cfg.seed, cfg.max_side, progress=not args.no_progress)
     pool = Pool.from_images(images)
     del images
-    log.info("data: %d train files (%d pool images, %.1f Mpixel), %d held out; devices: %s",
-             len(train_files), len(pool.offsets), len(pool.pixels) / 1e6, len(val_files), _device_name())
+    log.info("data: %d train files (%d pool images, %.1f Mpixel), %d held out",
+             len(train_files), len(pool.offsets), len(pool.pixels) / 1e6, len(val_files))
     val = [center_crop(load_rgb(f), cfg.val_crop) for f in val_files]
     kodak = sorted(p for p in Path(args.kodak).iterdir() if p.suffix.lower() in (".png", ".webp")) if args.kodak else []
     kodak = [_padded(load_rgb(f)) for f in kodak[:args.kodak_limit or None]]
@@ -277,38 +206,38 @@ def rate_probe(cfg) -> str:
     return cfg.rate_probe if cfg.rate_probe != "auto" else ("coded" if tf_available() else "estimated")
 
 
-def initial_state(cfg, args, log, trainer: Trainer) -> tuple:
-    """Device-placed (params, optimiser state) and the loop state, from the nearest resume point."""
+def initial_state(cfg, args, log, trainer) -> tuple:
+    """The backend's placed state (parameters and optimiser) and the loop state, from the nearest resume point."""
     params, leaves, loop = resume_point(cfg, args, log)
     if cfg.model == "charm":                # a v2 start (the base state) gains slice nets that output zero
         from training.charm import ensure_slices
         params = ensure_slices(params, cfg)
-    params, opt_state = trainer.place(params, leaves)
-    return params, opt_state, loop
+    return trainer.place(params, leaves), loop
 
 
-def compile_before_clock(trainer: Trainer, params, opt_state, eval_images: list[np.ndarray], log) -> None:
+def compile_before_clock(trainer, state, eval_images: list[np.ndarray], log) -> None:
     """Compile the step and every evaluation shape, so that --max-seconds counts training only."""
-    secs = trainer.compile(params, opt_state, [(1, *im.shape) for im in eval_images])
-    log.info("compiled in %.1f s (not counted in --max-seconds)", secs)
+    secs = trainer.compile(state, [(1, *im.shape) for im in eval_images])
+    log.info("%s backend on %s (%s); compiled in %.1f s (not counted in --max-seconds)", trainer.backend,
+             trainer.device_name(), trainer.cfg.compute_dtype, secs)
 
 
 class TrainingRun:
     """This invocation's loop: step, R_t and beta, the clock, and what it writes as it goes (ckpt/, curve.csv,
     train.log, the run's record in `runs`)."""
 
-    def __init__(self, cfg, args, log, trainer: Trainer, params, opt_state, loop: dict,
+    def __init__(self, cfg, args, log, trainer, state, loop: dict,
                  val: list[np.ndarray], kodak: list[np.ndarray], probe: str):
-        import jax
         self.cfg, self.args, self.log, self.trainer = cfg, args, log, trainer
         self.out = Path(args.out)
-        self.lead = jax.process_index() == 0
-        self.params, self.opt_state, self.loop = params, opt_state, loop
+        self.lead = trainer.lead
+        self.state, self.loop = state, loop
         self.val, self.kodak, self.probe = val, kodak, probe
         self.rt, self.beta = float(loop["train_target"]), float(loop["beta"])
         self.step0 = self.step = int(loop["step"])
         self.end = cfg.steps if not args.max_steps else min(cfg.steps, self.step0 + args.max_steps)
-        self.record = {"device": _device_name(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        self.record = {"device": trainer.device_name(), "backend": trainer.backend,
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "from_step": self.step0, "to_step": self.step0, "seconds": 0.0, "batch": cfg.batch,
                        "patch": cfg.patch, "compute_dtype": cfg.compute_dtype, "steps_per_s": 0.0, "curve": []}
         loop["runs"] = list(loop.get("runs", [])) + [self.record]
@@ -325,8 +254,7 @@ class TrainingRun:
         return (self.step - self.step0) / max(self.elapsed(), 1e-9)
 
     def host_params(self) -> dict:
-        import jax
-        return {k: np.asarray(v) for k, v in jax.device_get(self.params).items()}
+        return self.trainer.host_params(self.state)
 
     def meta(self) -> dict:
         self.record.update(to_step=self.step, seconds=round(self.elapsed(), 1),
@@ -336,14 +264,11 @@ class TrainingRun:
                 "runs": self.loop["runs"], "config": self.cfg.__dict__}
 
     def save(self) -> None:
-        import jax
-
         from training import checkpoint, state
         if not self.lead:
             return
         m = self.meta()
-        checkpoint.save(self.out / "ckpt", self.host_params(), [np.asarray(a) for a in jax.tree_util.tree_leaves(
-            jax.device_get(self.opt_state))], m)
+        checkpoint.save(self.out / "ckpt", self.host_params(), self.trainer.host_leaves(self.state), m)
         if self.args.state_dir and self.cfg.model != "charm":   # state.py holds the v2 layout; charm keeps its ckpt
             state.save(self.host_params(), self.step, Path(self.args.state_dir) / f"{self.cfg.name}.npz",
                        self.cfg.__dict__, {k: v for k, v in m.items() if k not in ("step", "config")})
@@ -351,7 +276,7 @@ class TrainingRun:
     def curve_point(self) -> None:
         if not self.kodak:
             return
-        bpp, psnr = self.trainer.estimate(self.params, self.kodak)
+        bpp, psnr = self.trainer.estimate(self.state, self.kodak)
         point = {"seconds": round(self.elapsed(), 1), "step": self.step,
                  "kodak_est_bpp": round(float(np.mean(bpp)), 4), "kodak_psnr": round(float(np.mean(psnr)), 3)}
         self.record["curve"].append(point)
@@ -368,7 +293,7 @@ class TrainingRun:
     def validate(self) -> None:
         from training.validate import CodedStats, adjust, coded_stats
         cfg, probe = self.cfg, self.probe
-        est_bpp, est_psnr = self.trainer.estimate(self.params, self.val)
+        est_bpp, est_psnr = self.trainer.estimate(self.state, self.val)
         res = {"step": self.step, "probe": probe, "val_est_bpp": float(np.mean(est_bpp)), "train_target": self.rt,
                "beta": self.beta, "wall_seconds": round(self.wall0 + self.elapsed(), 1)}
         stats = coded_stats(self.host_params(), self.val) if probe == "coded" else CodedStats(est_bpp, est_psnr)
@@ -390,14 +315,12 @@ class TrainingRun:
         if not checkpoint.exists(self.out / "ckpt"):
             raise FloatingPointError("non-finite loss and no checkpoint to restore")
         p, lv, m = checkpoint.load(self.out / "ckpt")
-        self.params, self.opt_state = self.trainer.place(p, lv)
+        self.state = self.trainer.place(p, lv)
         self.step, self.rt, self.beta = int(m["step"]), float(m["train_target"]), float(m["beta"])
 
     def _fetch(self, pending: list, window: list, bar) -> bool:
         """Read the pending steps' metrics to the host (the loop's only sync); False if any is non-finite."""
-        import jax
-        import jax.numpy as jnp
-        vals = np.asarray(jax.device_get(jnp.stack(pending)))
+        vals = self.trainer.fetch(pending)
         pending.clear()
         if not np.all(np.isfinite(vals)):
             return False
@@ -429,7 +352,6 @@ class TrainingRun:
 
     def train(self) -> None:
         """Step until `end`, --max-seconds or SIGTERM/SIGINT; curve point first, then each step's due work."""
-        import jax.numpy as jnp
         from tqdm import tqdm
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
@@ -441,9 +363,7 @@ class TrainingRun:
         while self.step < self.end:
             if self.stop_signal is not None or (args.max_seconds and self.elapsed() >= args.max_seconds):
                 break
-            self.params, self.opt_state, metrics = self.trainer.step(
-                self.params, self.opt_state, self.trainer.pool, jnp.int32(self.step), jnp.float32(self.rt),
-                jnp.float32(self.beta))
+            self.state, metrics = self.trainer.step(self.state, self.step, self.rt, self.beta)
             pending.append(metrics)
             self.step += 1
             if len(pending) >= min(FETCH_EVERY, args.log_every) or self.step == self.end:
@@ -482,14 +402,17 @@ class TrainingRun:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
-    start_jax(args)
+    backend = choose_backend(args, cfg)
+    resolve_dtype(cfg, backend)
+    if backend == "jax":
+        start_jax(args)
     log = open_run_folder(args, cfg)
     pool, val, kodak = load_data(cfg, args, log)
     probe = rate_probe(cfg)
-    trainer = Trainer(cfg, pool.arrays())
-    params, opt_state, loop = initial_state(cfg, args, log, trainer)
-    compile_before_clock(trainer, params, opt_state, val + kodak, log)
-    run = TrainingRun(cfg, args, log, trainer, params, opt_state, loop, val, kodak, probe)
+    trainer = make_trainer(backend, cfg, pool.arrays())
+    state, loop = initial_state(cfg, args, log, trainer)
+    compile_before_clock(trainer, state, val + kodak, log)
+    run = TrainingRun(cfg, args, log, trainer, state, loop, val, kodak, probe)
     run.train()
     run.finish()
     run.export()
