@@ -80,10 +80,10 @@ bench-train: $(STAMP)
 FUZZ_SECONDS ?= 600
 fuzz: $(STAMP)
 	@rc=0; \
-	nice -n 10 $(VPY) -m conformance.fuzz_parse --seconds $(FUZZ_SECONDS) --out runs/fuzz-parse || rc=1; \
-	nice -n 10 $(VPY) -m conformance.fuzz_decode --cases 10000 --seconds $$(( $(FUZZ_SECONDS) / 2 )) --subprocess 5 \
+	nice -n 10 $(VPY) -m conformance.fuzz.parse --seconds $(FUZZ_SECONDS) --out runs/fuzz-parse || rc=1; \
+	nice -n 10 $(VPY) -m conformance.fuzz.decode --cases 10000 --seconds $$(( $(FUZZ_SECONDS) / 2 )) --subprocess 5 \
 	  --out runs/fuzz-decode || rc=1; \
-	nice -n 10 $(VPY) -m conformance.fuzz_png --cases 20000 --seconds $$(( $(FUZZ_SECONDS) / 4 )) --subprocess 5 \
+	nice -n 10 $(VPY) -m conformance.fuzz.png --cases 20000 --seconds $$(( $(FUZZ_SECONDS) / 4 )) --subprocess 5 \
 	  --out runs/fuzz-png || rc=1; \
 	exit $$rc
 

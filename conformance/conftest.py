@@ -48,7 +48,7 @@ def encoder(tiny_registry):
 @pytest.fixture(scope="session")
 def tiny_golden(tiny_registry, tmp_path_factory) -> Path:
     """Golden streams made by the tiny models, in a tmp folder (never the committed one)."""
-    from conformance.checks import golden as G
+    from conformance import golden as G
     d = tmp_path_factory.mktemp("conf_golden")
     G.generate(str(tiny_registry), d, KODAK)
     return d

@@ -114,14 +114,14 @@ def parse_info(stdout: str, stderr: str, out_dir: Path) -> dict[str, dict]:
 def run_decoder_batch(groups: list[tuple[Path, str | None]], out_dir: Path, cfg: RuntimeConfig, timeout: float,
                       cpu_only: bool = True) -> DecodeRun:
     """One fresh process under one configuration decoding every group (streams folder, registry):
-    `python -m conformance.worker decode` runs cfg.entry (the decoder's main()) with
+    `python -m conformance.children.worker decode` runs cfg.entry (the decoder's main()) with
     `--dir FOLDER OUT --info [--registry R]` once per group and adds each stream's parse integers."""
     env = child_env(drop=RUNTIME_VARS)
     if cpu_only:
         env["CUDA_VISIBLE_DEVICES"] = ""
     env.update(cfg.env)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [python(), "-m", "conformance.worker", "decode", "--entry", cfg.entry]
+    cmd = [python(), "-m", "conformance.children.worker", "decode", "--entry", cfg.entry]
     if cfg.threads:
         cmd += ["--threads", str(cfg.threads)]
     for i, (src, registry) in enumerate(groups):

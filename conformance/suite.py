@@ -211,7 +211,8 @@ def encode_all(ctx: Context) -> None:
 
 
 def _check_fn(name: str) -> Callable[[Context], CheckResult]:
-    from conformance.checks import determinism, golden, parity, rate, robustness
+    from conformance import golden
+    from conformance.checks import determinism, parity, rate, robustness
     return {"rate": rate.check, "determinism": determinism.check, "parity": parity.check,
             "golden": golden.check, "robustness": robustness.check}[name]
 

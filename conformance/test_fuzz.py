@@ -1,43 +1,13 @@
-"""The fuzz target runs, is reproducible, and reports a hang or a contract violation as a finding."""
+"""The three fuzz targets (conformance/fuzz/: parse, decode, PNG) keep their contracts and their corpora replay."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-import hypothesis  # noqa: F401,E402 - a hard requirement (requirements.txt): a missing fuzzer must fail, not skip
 import pytest
 
-from conformance.common import ROOT, child_env
+from conformance.common import ROOT
 
-
-def _fuzz(args, tmp_path, timeout=240):
-    return subprocess.run([sys.executable, "-m", "conformance.fuzz", "--out", str(tmp_path / "findings"), *args],
-                          cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=timeout)
-
-
-def test_short_fuzz_run(tiny_registry, tmp_path):
-    r = _fuzz(["--registry", str(tiny_registry), "--examples", "30", "--seed", "1", "--timeout", "10"], tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "30 inputs" in r.stdout and "no finding" in r.stdout
-
-
-def test_property_rejects_a_non_decodeerror(tiny_registry, tmp_path, monkeypatch):
-    """The property itself: an exception other than DecodeError is a finding, and the input is saved."""
-    from conformance import fuzz
-    from decoder import decode as D
-    t = fuzz.Target(str(tiny_registry), tmp_path, 10)
-    t(b"")                                              # rejected: fine
-    monkeypatch.setattr(D, "decode_bytes", lambda data, models: (_ for _ in ()).throw(IndexError("boom")))
-    with pytest.raises(AssertionError, match="IndexError"):
-        t(b"R" * 20)
-    assert len(list(tmp_path.glob("fail-*.bit"))) == 1
-
-
-# -- the parse harness (conformance/fuzz_parse.py) and its committed corpus ----------------------------------
-from pathlib import Path  # noqa: E402
-
-from conformance import fuzz_parse as FP  # noqa: E402
+# -- the parse harness (conformance/fuzz/parse.py) and its committed corpus ----------------------------------
+from conformance.fuzz import parse as FP  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +90,7 @@ def test_parse_harness_flags_symbols_of_the_wrong_size(parse_target, monkeypatch
 
 
 def test_parse_harness_skips_headers_over_the_campaign_cap(parse_target):
-    from conformance.mutate import raw_stream
+    from conformance.fuzz.mutate import raw_stream
     tall = b"\x00" + raw_stream(width=1, height=65536)        # 64x padding amplification: 4 MP of work
     assert parse_target.too_big(tall[1:])
     runs = parse_target.stats.runs
@@ -140,8 +110,8 @@ def test_stream_mutator_is_seeded_and_keeps_crc_mostly_valid():
     assert 120 <= valid < 200 and len(set(outs)) > 150
 
 
-# -- the full-decode campaign (conformance/fuzz_decode.py) ---------------------------------------------------
-from conformance import fuzz_decode as FD  # noqa: E402
+# -- the full-decode campaign (conformance/fuzz/decode.py) ---------------------------------------------------
+from conformance.fuzz import decode as FD  # noqa: E402
 
 
 def _cli_prefix() -> str:
@@ -201,10 +171,10 @@ def test_decode_campaign_in_process(tmp_path, monkeypatch):
     assert t.decoded >= 1 and t.rejected >= 1
 
 
-# -- the PNG input path (conformance/fuzz_png.py) -------------------------------------------------------------
-from conformance import fuzz_png as FG  # noqa: E402
+# -- the PNG input path (conformance/fuzz/png.py) -------------------------------------------------------------
+from conformance.fuzz import png as FG  # noqa: E402
 
-PNG_CORPUS = Path(FG.__file__).resolve().parent / "fuzz_corpus" / "png"
+PNG_CORPUS = ROOT / "conformance" / "fuzz_corpus" / "png"
 
 
 def test_png_corpus_replays(tmp_path):

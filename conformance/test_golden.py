@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 
-from conformance import mutate
-from conformance.checks import golden as G
+from conformance import golden as G
 from conformance.common import GOLDEN_DIR, KODAK, ROOT, sha16
 from conformance.conftest import check_of
+from conformance.fuzz import mutate
 
 
 def _copy(src, tmp_path):

@@ -16,11 +16,11 @@ import pytest
 
 pytest.importorskip("jax")
 
-from conformance import gpu_format as F  # noqa: E402
+from conformance.gpu import format as F  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK_TF = ("import sys; sys.modules['tensorflow'] = None; sys.modules['tensorflow_compression'] = None; "
-            "from conformance.gpu_run import main; rc = main(sys.argv[1:]); "
+            "from conformance.gpu.run import main; rc = main(sys.argv[1:]); "
             "assert 'tensorflow' not in [m for m in sys.modules if sys.modules[m] is not None], 'TF loaded'; "
             "sys.exit(rc)")
 
@@ -36,7 +36,7 @@ def _gpu_run(pack: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
 def runbook(tmp_path_factory) -> dict:
     from PIL import Image
 
-    from conformance import gpu_pack
+    from conformance.gpu import pack as gpu_pack
     tmp = tmp_path_factory.mktemp("gpu")
     yy, xx = np.mgrid[0:64, 0:96]
     rgb = np.stack([xx * 2, yy * 3, (xx + yy) % 256], -1).clip(0, 255).astype(np.uint8)
@@ -75,7 +75,7 @@ def test_gpu_run_needs_no_tensorflow_and_writes_report(runbook):
 
 
 def test_compare_passes_within_one_level(runbook):
-    from conformance import gpu_compare
+    from conformance.gpu import compare as gpu_compare
     md = runbook["tmp"] / "GPU_PARITY.md"
     js = runbook["tmp"] / "rows.json"
     rc = gpu_compare.main(["--pack", str(runbook["pack"]), "--returned", str(runbook["out"]), "--md", str(md),
@@ -89,7 +89,7 @@ def test_compare_passes_within_one_level(runbook):
 
 def test_compare_fails_on_a_moved_pixel(runbook, tmp_path):
     """A returned decode 2 levels off one CPU pixel fails the bar."""
-    from conformance import gpu_compare
+    from conformance.gpu import compare as gpu_compare
     decodes = F.read_decodes(runbook["out"])
     name = next(iter(decodes))
     bad = decodes[name].copy()
@@ -122,7 +122,8 @@ def test_gpu_run_rejects_altered_inputs(runbook, tmp_path):
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):
-    from conformance import gpu_compare, gpu_run
+    from conformance.gpu import compare as gpu_compare
+    from conformance.gpu import run as gpu_run
     for mod, argv in ((gpu_run, ["--pack", str(tmp_path / "none"), "--out", str(tmp_path / "o")]),
                       (gpu_compare, ["--pack", str(tmp_path / "none"), "--returned", str(tmp_path)])):
         assert mod.main(argv) == 2
@@ -131,7 +132,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 
 
 def test_pack_refuses_over_budget(tmp_path, capsys):
-    from conformance import gpu_pack
+    from conformance.gpu import pack as gpu_pack
     out = tmp_path / "pack"
     rc = gpu_pack.main(["--out", str(out), "--golden-limit", "1", "--no-kodak", "--no-big", "--limit-mib", "0.01"])
     err = capsys.readouterr().err

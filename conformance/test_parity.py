@@ -120,7 +120,7 @@ def test_gpu_parity_is_not_claimed_unless_measured(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_jax_backend_parity_on_cpu(lo_model):
-    """The --gpu-backend jax path, on the CPU: real decoder processes (TF, and JAX via conformance.jax_decode),
+    """The --gpu-backend jax path, on the CPU: real decoder processes (TF, and JAX via conformance.children.jax_decode),
     symbols identical and reconstructions within one level; the report names the device JAX used."""
     pytest.importorskip("jax")
     from conformance.common import V3_GOLDEN_DIR

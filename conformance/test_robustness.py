@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conformance import mutate
 from conformance.checks import robustness as Rb
 from conformance.conftest import kodak_crop
+from conformance.fuzz import mutate
 
-STANDIN = "conformance._standins:"
+STANDIN = "conformance.children.standins:"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def _case(kind="garbage", expect="reject", data=b"", cid="x"):
 
 
 def test_judge_applies_the_contract(tmp_path):
-    from conformance._standins import _tiny_png
+    from conformance.children.standins import _tiny_png
 
     def out(name, files=()):
         d = tmp_path / name
@@ -133,13 +133,13 @@ def test_wrong_model_id_accepted_is_reported(tmp_path, bases, hashes):
 def test_memory_is_capped_in_worker_and_cli(tmp_path):
     res, _ = _run_standin(tmp_path / "w", "hog", [_case(data=b"R")], mem_limit_gb=1)
     assert "MemoryError" in res[0].message, res[0]
-    res = Rb.run_cli_cases([_case(data=b"R")], tmp_path / "c", None, cli=("-m", "conformance._standins", "hog"),
+    res = Rb.run_cli_cases([_case(data=b"R")], tmp_path / "c", None, cli=("-m", "conformance.children.standins", "hog"),
                            mem_limit_gb=1, timeout=30)
     assert "MemoryError" in res[0].message, res[0]
 
 
 def test_real_cli_crash_is_caught(tmp_path):
-    res = Rb.run_cli_cases([_case(data=b"", cid="empty")], tmp_path, None, cli=("-m", "conformance._standins", "crash"),
+    res = Rb.run_cli_cases([_case(data=b"", cid="empty")], tmp_path, None, cli=("-m", "conformance.children.standins", "crash"),
                            timeout=30)
     assert res[0].outcome == "signal" and "SIGSEGV" in res[0].violation
 
@@ -152,7 +152,7 @@ def test_check_reports_failures_with_reproducers(tmp_path, encoder, tiny_registr
     ctx = SimpleNamespace(opts=opts, work=tmp_path / "work", images=[SimpleNamespace(rgb=kodak_crop())],
                           encoder=encoder, registry=encoder.models.registry,
                           bar=lambda total, desc: __import__("tqdm").tqdm(total=total, disable=True))
-    r = Rb.check(ctx, decoder_main=STANDIN + "accept_all", cli=("-m", "conformance._standins", "accept_all"))
+    r = Rb.check(ctx, decoder_main=STANDIN + "accept_all", cli=("-m", "conformance.children.standins", "accept_all"))
     assert not r.passed and r.figures["cases"] == 30 and r.figures["cli_runs"] == Rb.QUICK_CLI
     assert any("must be rejected" in f.what and f.case for f in r.failures)
     saved = list((tmp_path / "robustness_failures").glob("*.bit"))

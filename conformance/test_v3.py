@@ -99,7 +99,7 @@ def shift_last_slice_mu(nets) -> None:
 
 def perturbed_decoder_main(argv: list[str]) -> int:
     """The decoder's main() with shift_last_slice_mu applied to every v3 model it loads: a decode process whose
-    v3 integers differ (for the determinism test below: conformance.worker decode --entry)."""
+    v3 integers differ (for the determinism test below: conformance.children.worker decode --entry)."""
     from models.weights import ModelStore
     original = ModelStore.slice_nets
 

@@ -1,4 +1,4 @@
-"""The fuzz campaigns' command lines, pinned: conformance.fuzz.campaign_parser declares their shared flags once,
+"""The fuzz campaigns' command lines, pinned: conformance.fuzz.campaign.campaign_parser declares their shared flags once,
 and every campaign keeps its flags and defaults (each campaign's main() parses [] and shows its namespace)."""
 
 from __future__ import annotations
@@ -28,14 +28,12 @@ print(json.dumps(out))
 """
 
 DEFAULTS = {
-    "fuzz": {"engine": "hypothesis", "examples": 2000, "mem_limit_gb": 4.0, "out": "runs/fuzz-findings",
-             "registry": None, "seed": 0, "seeds": None, "timeout": 20.0},
-    "fuzz_decode": {"cases": 10000, "corpus": None, "max_pixels": 262144, "mem_limit_gb": 6.0, "no_progress": False,
+    "fuzz.decode": {"cases": 10000, "corpus": None, "max_pixels": 262144, "mem_limit_gb": 6.0, "no_progress": False,
                     "out": "runs/fuzz-decode", "registry": None, "seconds": 0, "seed": 0, "subprocess": 40,
                     "timeout": 60},
-    "fuzz_png": {"cases": 20000, "hang_s": 5.0, "mem_limit_gb": 6.0, "no_progress": False, "out": "runs/fuzz-png",
+    "fuzz.png": {"cases": 20000, "hang_s": 5.0, "mem_limit_gb": 6.0, "no_progress": False, "out": "runs/fuzz-png",
                  "save_corpus": None, "seconds": 0, "seed": 0, "subprocess": 10},
-    "fuzz_parse": {"child": False, "engine": "atheris", "hang_s": 1.0, "max_padded": 65536, "max_pixels": 32768,
+    "fuzz.parse": {"child": False, "engine": "atheris", "hang_s": 1.0, "max_padded": 65536, "max_pixels": 32768,
                    "mem_limit_gb": 6.0, "merge_into": None, "no_corpus": False, "no_progress": False,
                    "out": "runs/fuzz-parse", "registry": None, "replay": None, "runs": 0, "seconds": 600, "seed": 0,
                    "seeds": str(ROOT / "conformance" / "streams"), "segment_s": 900},
@@ -50,6 +48,6 @@ def test_every_campaign_keeps_its_flags_and_defaults():
 
 
 def test_passthrough_splits_at_the_double_dash():
-    from conformance.fuzz import passthrough
+    from conformance.fuzz.campaign import passthrough
     assert passthrough(["--seed", "1"]) == (["--seed", "1"], [])
     assert passthrough(["--seed", "1", "--", "-max_total_time=5", "--"]) == (["--seed", "1"], ["-max_total_time=5", "--"])

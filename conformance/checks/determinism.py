@@ -19,7 +19,7 @@ reference's.
 
 Streams: the suite's encoded streams plus, always, the bitstream v3 goldens
 (suite.Context.v3_goldens), decoded with their own registry in the same
-processes (conformance.worker's `decode` mode runs the decoder's main() once per
+processes (conformance.children.worker's `decode` mode runs the decoder's main() once per
 registry). The v3 goldens' reference parse must also equal their pinned symbol
 and y_hat_q hashes. Results are tabled per stream with its bitstream version.
 """

@@ -1,7 +1,7 @@
 """Check 3, CPU/GPU decode parity, and the float-perturbation test of the parse path.
 
 With a GPU visible: every stream is decoded by `python -m decoder` on the CPU
-(CUDA_VISIBLE_DEVICES='') and, through conformance/gpu_decode.py, on the GPU
+(CUDA_VISIBLE_DEVICES='') and, through conformance/children/gpu_decode.py, on the GPU
 with TF32 disabled. The GPU process must prove it used the GPU (non-zero peak
 GPU memory), otherwise nothing is claimed. Symbols must be identical and
 reconstructions within max |diff| <= 1; max |diff| and PSNR are reported.
@@ -391,7 +391,7 @@ def _reference_and_other(ctx, streams: list, name: str, module: str):
 
 
 def _gpu_part(ctx, r: CheckResult, streams: list, gpus: list[str]) -> None:
-    cpu, run = _reference_and_other(ctx, streams, "gpu", "conformance.gpu_decode")
+    cpu, run = _reference_and_other(ctx, streams, "gpu", "conformance.children.gpu_decode")
     rep = run.meta.get("gpu_report") or {}
     r.figures.update(gpu=", ".join(gpus), gpu_device=rep.get("device_name", "?"),
                      gpu_peak_bytes=rep.get("peak_bytes"), tf32_enabled=rep.get("tf32"))
@@ -408,7 +408,7 @@ def _gpu_part(ctx, r: CheckResult, streams: list, gpus: list[str]) -> None:
 def _jax_part(ctx, r: CheckResult, streams: list) -> None:
     """The decoder's JAX synthesis backend (decoder/jax_synthesis.py) against the TF CPU decode, on the device
     JAX finds: a GPU where there is one (the lent accelerator has JAX but no TensorFlow), else the CPU."""
-    cpu, run = _reference_and_other(ctx, streams, "jax", "conformance.jax_decode")
+    cpu, run = _reference_and_other(ctx, streams, "jax", "conformance.children.jax_decode")
     rep = run.meta.get("jax_report") or {}
     on_gpu = rep.get("platform") == "gpu" and bool(rep.get("peak_bytes"))
     r.figures.update(jax_platform=rep.get("platform", "?"), jax_device=rep.get("device", "?"), jax=rep.get("jax"),

@@ -1,6 +1,6 @@
 """Check 5, robustness: hostile streams either decode or fail cleanly.
 
-Cases come from conformance/mutate.py (seeded): truncations, bit flips with and
+Cases come from conformance/fuzz/mutate.py (seeded): truncations, bit flips with and
 without a re-computed CRC, every header field at its extremes (huge sizes,
 unknown versions, wrong model ids, lengths past the end), appended and
 spliced data, empty and random files, plus the unmodified streams as controls.
@@ -11,7 +11,7 @@ hang (per-case timeout) or a file left behind (output or temporary). Cases
 that are provably invalid must be rejected, the controls must decode. Memory is
 capped with RLIMIT_AS in every decoder process.
 
-Speed: the cases run in ONE long-lived worker (conformance/worker.py) that
+Speed: the cases run in ONE long-lived worker (conformance/children/worker.py) that
 calls the decoder's main() in-process; a handful also run through the real
 `python -m decoder` CLI, each in its own capped process. A worker that dies is
 restarted and the case that killed it is reported.
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance import mutate
 from conformance.common import child_env, python, sha16
+from conformance.fuzz import mutate
 from conformance.report import CheckResult, Table
 
 FULL_CASES, QUICK_CASES = 300, 100
@@ -128,7 +128,7 @@ class Worker:
     """The long-lived decoder worker and its line protocol, with hard timeouts."""
 
     def __init__(self, decoder_main: str, mem_limit_gb: float, warm: bool, log: Path):
-        self.cmd = [python(), "-m", "conformance.worker", "--decoder-main", decoder_main,
+        self.cmd = [python(), "-m", "conformance.children.worker", "--decoder-main", decoder_main,
                     "--mem-limit-gb", str(mem_limit_gb)] + (["--warm"] if warm else [])
         self.log = log
         self.proc: subprocess.Popen | None = None
@@ -267,7 +267,7 @@ def run_cli_cases(cases: list[mutate.Case], work: Path, registry: str | None, *,
     results = []
     for case in cases:
         src, out = _prepare(case, work / "cli")
-        cmd = [python(), "-m", "conformance.limited", "--as-gb", str(mem_limit_gb), "--", *cli,
+        cmd = [python(), "-m", "conformance.children.limited", "--as-gb", str(mem_limit_gb), "--", *cli,
                *_argv(src, out, registry)]
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -1,12 +1,12 @@
 """Coverage-guided fuzzing of the decoder's PARSE path: header, CRC, z/y range decoding, escapes, integer hyper path.
 
-  python -m conformance.fuzz_parse --seconds 600                  # atheris (libFuzzer) campaign, then a summary
-  python -m conformance.fuzz_parse --seconds 600 --engine random  # same target, seeded random mutations
-  python -m conformance.fuzz_parse --replay conformance/fuzz_corpus/parse
+  python -m conformance.fuzz.parse --seconds 600                  # atheris (libFuzzer) campaign, then a summary
+  python -m conformance.fuzz.parse --seconds 600 --engine random  # same target, seeded random mutations
+  python -m conformance.fuzz.parse --replay conformance/fuzz_corpus/parse
 
 Why only the parse: the float synthesis is ~50x the cost of the parse and takes no
 decision from the stream beyond the parsed integers, so leaving it out buys the
-execution rate a coverage-guided search needs (conformance.fuzz_decode covers it).
+execution rate a coverage-guided search needs (conformance.fuzz.decode covers it).
 
 Property, per input: `decoder.decode.parse` either returns z_hat, scale indexes and
 symbols of exactly the shapes the header implies, or raises DecodeError; nothing
@@ -35,14 +35,15 @@ import tracemalloc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from conformance.fuzz.mutate import GOLDEN, mutate_stream, registry_hashes, seeds  # noqa: F401 - the harness's inputs
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")   # one core per fuzzer: CPU time then measures the input, not the scheduler
 
-PROG = "conformance.fuzz_parse"
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(__file__).resolve().parent / "fuzz_corpus" / "parse"
-GOLDEN = Path(__file__).resolve().parent / "streams"
+PROG = "conformance.fuzz.parse"
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "conformance" / "fuzz_corpus" / "parse"
 FUZZ_MAX_PIXELS = 1 << 15     # the decoder's --max-pixels during a campaign (W x H, as the decoder counts it)
 FUZZ_MAX_PADDED = 1 << 16     # and at most this many pixels once padded to 64: 256x256, or 64x1024 (one intnet
                               # band plus halo); work scales with the padded size, up to 64x W x H (1-px-wide images)
@@ -76,7 +77,7 @@ class Stats:
 
 def to_stream(data: bytes) -> bytes:
     """Harness input -> stream: byte 0 bit 0 asks for the CRC to be re-computed."""
-    from conformance.mutate import crc_fix
+    from conformance.fuzz.mutate import crc_fix
     if not data:
         return b""
     stream = data[1:]
@@ -185,79 +186,6 @@ class ParseTarget:
             raise Finding("shape", f"parsed shapes {got} {p.symbols.dtype}, header implies z {z_shape}, y {y_shape}")
 
 
-def seeds(golden: Path = GOLDEN) -> list[bytes]:
-    """The golden streams, as harness inputs (CRC kept as it is: they are valid)."""
-    out = [b"\x00" + p.read_bytes() for p in sorted(golden.glob("*.bit"))]
-    if not out:
-        raise ValueError(f"{golden}: no .bit seed streams")
-    return out
-
-
-# -- stream-aware random mutations (the random engine, and conformance.fuzz_decode) --------------------
-INTERESTING = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
-
-
-def mutate_stream(rng: random.Random, base: bytes, other: bytes, hashes: list[tuple[int, int]]) -> bytes:
-    """One to four stream-aware edits of base (a stream, not a harness input), CRC re-computed 85 % of the time."""
-    from conformance.mutate import crc_fix, leb128
-    from decoder import bitstream as B
-    d = bytearray(base)
-    for _ in range(rng.choice((1, 1, 1, 2, 2, 3, 4))):
-        op = rng.randrange(11)
-        n = len(d)
-        if n == 0:
-            d += rng.randbytes(rng.randrange(1, 32))
-            continue
-        i = rng.randrange(n)
-        if op <= 2:
-            d[i] ^= 1 << rng.randrange(8)
-        elif op == 3:
-            d[i] = rng.choice(INTERESTING) if rng.random() < 0.5 else rng.randrange(256)
-        elif op == 4:
-            d[i:i] = rng.randbytes(rng.randrange(1, 9))
-        elif op == 5:
-            del d[i:i + rng.randrange(1, 9)]
-        elif op == 6:
-            del d[rng.randrange(n):]
-        elif op == 7 and n >= B.FIXED:            # header field at an extreme or a near value
-            pos, width = rng.choice(((4, 2), (6, 2), (8, 1), (2, 2), (1, 1)))
-            cur = int.from_bytes(d[pos:pos + width], "big")
-            top = (1 << (8 * width)) - 1
-            v = rng.choice((0, top, cur ^ 1, cur + 1, cur - 1, cur * 2 + 1, rng.randrange(top + 1))) & top
-            if pos == 1:
-                v = (cur & 0xF0) | (v & 0x0F)
-            d[pos:pos + width] = v.to_bytes(width, "big")
-        elif op == 8 and n >= B.FIXED and hashes:  # another registered (target, model) pair
-            t, h16 = rng.choice(hashes)
-            d[1] = (d[1] & 0xF8) | t
-            d[2:4] = h16.to_bytes(2, "big")
-        elif op == 9 and n > B.FIXED + 1:          # rewrite the z length, keeping z+y bytes
-            try:
-                s = B.unpack(crc_fix(bytes(d)))
-            except B.BitstreamError:
-                continue
-            zy = s.z + s.y
-            z = rng.choice((0, len(s.z) + 1, max(len(s.z) - 1, 0), len(zy), rng.randrange(len(zy) + 1)))
-            d = bytearray(bytes(d[:B.FIXED]) + leb128(z) + zy + bytes(4))
-        elif op == 10 and other:                   # splice: our prefix, the other stream's tail
-            j = rng.randrange(len(other))
-            d = d[:i] + bytearray(other[j:])
-    out = bytes(d)
-    return crc_fix(out) if rng.random() < 0.85 and len(out) >= 4 else out
-
-
-def registry_hashes(registry: str | None = None) -> list[tuple[int, int]]:
-    from models.weights import load_registry
-    reg = load_registry(registry)
-    out = []
-    for t in range(8):
-        try:
-            out.append((t, reg.by_target(t).hash16))
-        except KeyError:
-            pass
-    return out
-
-
 # -- engines ---------------------------------------------------------------------------------------------
 def _write_stats(path: Path | None, st: Stats, t0: float) -> None:
     if path is None:
@@ -300,7 +228,7 @@ def run_atheris_child(target: ParseTarget, corpus_dirs: list[Path], out: Path, s
     """In-process libFuzzer loop (never returns: libFuzzer exits the process)."""
     import atheris
 
-    from conformance.fuzz import _instrument
+    from conformance.fuzz.campaign import instrument as _instrument
     t0 = time.monotonic()
     last = [0.0]
 
@@ -321,7 +249,7 @@ def run_atheris_child(target: ParseTarget, corpus_dirs: list[Path], out: Path, s
     out.mkdir(parents=True, exist_ok=True)
     # libFuzzer re-runs argv[0] for -merge (and passes it its own flags): give it an executable that is this child.
     argv0 = out / "child.sh"
-    argv0.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m conformance.fuzz_parse --child --out "{out}" '
+    argv0.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m conformance.fuzz.parse --child --out "{out}" '
                      f'--max-pixels {target.limits.max_pixels} --max-padded {target.max_padded} '
                      f'--hang-s {target.hang_s} -- "$@"\n')
     argv0.chmod(0o755)
@@ -456,7 +384,7 @@ def _drive_atheris(args, extra: list[str]) -> int:
         if left < 5 or (segments and (total.get("findings") or rcs[-1] != 0)):
             break
         stats_path.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "conformance.fuzz_parse", "--child", "--out", str(out),
+        cmd = [sys.executable, "-m", "conformance.fuzz.parse", "--child", "--out", str(out),
                "--max-pixels", str(args.max_pixels), "--max-padded", str(args.max_padded), "--hang-s",
                str(args.hang_s), "--mem-limit-gb", str(args.mem_limit_gb),
                *(["--registry", args.registry] if args.registry else []), "--",
@@ -510,7 +438,7 @@ def merge(into: Path, sources: list[Path], max_bytes: int = 2 << 20, registry: s
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
     srcs = [str(d) for d in [into, *sources] if d.is_dir()]
-    r = subprocess.run([sys.executable, "-m", "conformance.fuzz_parse", "--child", "--out", str(fresh) + ".out",
+    r = subprocess.run([sys.executable, "-m", "conformance.fuzz.parse", "--child", "--out", str(fresh) + ".out",
                         *(["--registry", registry] if registry else []), "--", "-merge=1", "-max_len=4096",
                         str(fresh), *srcs], cwd=ROOT, capture_output=True, text=True)
     shutil.rmtree(str(fresh) + ".out", ignore_errors=True)
@@ -564,7 +492,7 @@ def shutil_copy(src: Path, dst: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from conformance.fuzz import campaign_parser, passthrough
+    from conformance.fuzz.campaign import campaign_parser, passthrough
     argv, extra = passthrough(argv)
     p = campaign_parser(PROG, __doc__, seconds=(600, "time budget in seconds"), hang_s=HANG_S,
                         mem_limit_gb=(6.0, "RLIMIT_AS, 0 = none"),
@@ -585,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-corpus", action="store_true", help="do not start from the committed corpus")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    from conformance.worker import set_memory_limit
+    from conformance.children.worker import set_memory_limit
     set_memory_limit(args.mem_limit_gb)
     if args.engine == "atheris" and not args.child and not args.replay:
         try:

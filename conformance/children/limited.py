@@ -1,4 +1,4 @@
-"""Run python under a memory cap: `python -m conformance.limited --as-gb 4 -- -m decoder in.bit out.png`.
+"""Run python under a memory cap: `python -m conformance.children.limited --as-gb 4 -- -m decoder in.bit out.png`.
 
 Sets RLIMIT_AS and then exec()s the interpreter, so the child *is* the real
 `python -m decoder` process (its exit status and any killing signal are its
@@ -15,11 +15,11 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv or argv[:1] != ["--as-gb"]:
-        print("usage: python -m conformance.limited --as-gb GB -- PYTHON_ARGS...", file=sys.stderr)
+        print("usage: python -m conformance.children.limited --as-gb GB -- PYTHON_ARGS...", file=sys.stderr)
         return 2
     sep = argv.index("--")
     gb = float(argv[1])
-    from conformance.worker import set_memory_limit
+    from conformance.children.worker import set_memory_limit
     set_memory_limit(gb)
     os.execv(sys.executable, [sys.executable, *argv[sep + 1:]])
     return 127   # not reached

@@ -1,6 +1,6 @@
 """Fuzzing the encoder's image input path (encoder.imageio.load_rgb8) with malformed PNGs.
 
-  python -m conformance.fuzz_png --cases 20000 [--seconds 300] [--subprocess 20] [--seed 0] [--out runs/fuzz-png]
+  python -m conformance.fuzz.png --cases 20000 [--seconds 300] [--subprocess 20] [--seed 0] [--out runs/fuzz-png]
 
 Why: the encoder reads files a user hands it; a bad file must end in one line
 (InputError), never a traceback, a hang or a memory blow-up, and a good one must
@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-PROG = "conformance.fuzz_png"
-ROOT = Path(__file__).resolve().parent.parent
+PROG = "conformance.fuzz.png"
+ROOT = Path(__file__).resolve().parents[2]
 SIG = b"\x89PNG\r\n\x1a\n"
 BYTES_PER_PX = 24
 SLACK = 64 << 20
@@ -404,7 +404,7 @@ def run_cli_sample(n: int, seed: int, out: Path, progress: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from conformance.fuzz import campaign_parser
+    from conformance.fuzz.campaign import campaign_parser
     p = campaign_parser(PROG, __doc__, cases=(20000, "files through load_rgb8"),
                         seconds=(0, "stop after this many seconds, 0 = no limit"),
                         subprocess=(10, "refused files also run through encode.sh"), registry=False, hang_s=HANG_S,
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         c = res["encode.sh"]
         print(f"{PROG}: encode.sh: {c['runs']} refused files, {c['ok']} ended in one stderr line with no output; "
               f"{len(c['failures'])} failures", flush=True)
-    from conformance.worker import set_memory_limit
+    from conformance.children.worker import set_memory_limit
     set_memory_limit(args.mem_limit_gb)
     t = run(args.cases, args.seconds, args.seed, out, not args.no_progress, args.hang_s,
             Path(args.save_corpus) if args.save_corpus else None)

@@ -1,9 +1,9 @@
 """The device side of the GPU parity step (issue 19): the float synthesis of every packed stream, in JAX.
 
-  python -m conformance.gpu_run --pack gpu-pack --out $OUT
+  python -m conformance.gpu.run --pack gpu-pack --out $OUT
 
 Runs where there is no TensorFlow (the lent H200: Python 3.12, numpy 2, jax 0.11), so it imports
-none: the parse already ran on the CPU (conformance.gpu_pack), and this rebuilds y_hat from the
+none: the parse already ran on the CPU (conformance.gpu.pack), and this rebuilds y_hat from the
 carried integers with the decoder's formula, checks the hashes of those integers and of y_hat
 against the pack's, and synthesises with decoder.jax_synthesis.JaxSynthesis, tiled exactly as
 models.synthesis.synthesize (imported: it loads no TensorFlow), full fp32 (no TF32).
@@ -26,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance import gpu_format as F
+from conformance.gpu import format as F
 
-PROG = "python -m conformance.gpu_run"
+PROG = "python -m conformance.gpu.run"
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pack", default="gpu-pack", help="the pack built by conformance.gpu_pack (default gpu-pack)")
+    p.add_argument("--pack", default="gpu-pack", help="the pack built by conformance.gpu.pack (default gpu-pack)")
     p.add_argument("--out", required=True, help="output folder ($OUT on the device)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per stream after the compile run (default 3)")
     p.add_argument("--only", default="", help="comma-separated kinds to run: golden,kodak,big (default all)")

@@ -19,6 +19,7 @@ import struct
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from decoder import bitstream as B
 
@@ -215,3 +216,79 @@ def fingerprint(cases: list[Case]) -> str:
     for c in cases:
         h.update(c.id.encode() + b"\0" + c.data + b"\0" + c.expect.encode())
     return h.hexdigest()[:16]
+
+
+# -- seeds and random mutations for the campaigns ------------------------------------------------------
+
+GOLDEN = Path(__file__).resolve().parents[1] / "streams"
+
+
+def seeds(golden: Path = GOLDEN) -> list[bytes]:
+    """The golden streams, as harness inputs (CRC kept as it is: they are valid)."""
+    out = [b"\x00" + p.read_bytes() for p in sorted(golden.glob("*.bit"))]
+    if not out:
+        raise ValueError(f"{golden}: no .bit seed streams")
+    return out
+
+
+# -- stream-aware random mutations (the parse target's random engine, and the decode target) --------------
+INTERESTING = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
+
+
+def mutate_stream(rng: random.Random, base: bytes, other: bytes, hashes: list[tuple[int, int]]) -> bytes:
+    """One to four stream-aware edits of base (a stream, not a harness input), CRC re-computed 85 % of the time."""
+    d = bytearray(base)
+    for _ in range(rng.choice((1, 1, 1, 2, 2, 3, 4))):
+        op = rng.randrange(11)
+        n = len(d)
+        if n == 0:
+            d += rng.randbytes(rng.randrange(1, 32))
+            continue
+        i = rng.randrange(n)
+        if op <= 2:
+            d[i] ^= 1 << rng.randrange(8)
+        elif op == 3:
+            d[i] = rng.choice(INTERESTING) if rng.random() < 0.5 else rng.randrange(256)
+        elif op == 4:
+            d[i:i] = rng.randbytes(rng.randrange(1, 9))
+        elif op == 5:
+            del d[i:i + rng.randrange(1, 9)]
+        elif op == 6:
+            del d[rng.randrange(n):]
+        elif op == 7 and n >= B.FIXED:            # header field at an extreme or a near value
+            pos, width = rng.choice(((4, 2), (6, 2), (8, 1), (2, 2), (1, 1)))
+            cur = int.from_bytes(d[pos:pos + width], "big")
+            top = (1 << (8 * width)) - 1
+            v = rng.choice((0, top, cur ^ 1, cur + 1, cur - 1, cur * 2 + 1, rng.randrange(top + 1))) & top
+            if pos == 1:
+                v = (cur & 0xF0) | (v & 0x0F)
+            d[pos:pos + width] = v.to_bytes(width, "big")
+        elif op == 8 and n >= B.FIXED and hashes:  # another registered (target, model) pair
+            t, h16 = rng.choice(hashes)
+            d[1] = (d[1] & 0xF8) | t
+            d[2:4] = h16.to_bytes(2, "big")
+        elif op == 9 and n > B.FIXED + 1:          # rewrite the z length, keeping z+y bytes
+            try:
+                s = B.unpack(crc_fix(bytes(d)))
+            except B.BitstreamError:
+                continue
+            zy = s.z + s.y
+            z = rng.choice((0, len(s.z) + 1, max(len(s.z) - 1, 0), len(zy), rng.randrange(len(zy) + 1)))
+            d = bytearray(bytes(d[:B.FIXED]) + leb128(z) + zy + bytes(4))
+        elif op == 10 and other:                   # splice: our prefix, the other stream's tail
+            j = rng.randrange(len(other))
+            d = d[:i] + bytearray(other[j:])
+    out = bytes(d)
+    return crc_fix(out) if rng.random() < 0.85 and len(out) >= 4 else out
+
+
+def registry_hashes(registry: str | None = None) -> list[tuple[int, int]]:
+    from models.weights import load_registry
+    reg = load_registry(registry)
+    out = []
+    for t in range(8):
+        try:
+            out.append((t, reg.by_target(t).hash16))
+        except KeyError:
+            pass
+    return out

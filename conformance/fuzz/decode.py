@@ -1,6 +1,6 @@
 """Full-decode campaign through the decoder's CLI entry point, on mutated streams.
 
-  python -m conformance.fuzz_decode --cases 10000 --subprocess 40 [--seed 0] [--out runs/fuzz-decode]
+  python -m conformance.fuzz.decode --cases 10000 --subprocess 40 [--seed 0] [--out runs/fuzz-decode]
 
 Why two layers: one `decoder/decode.sh` call costs ~5 s of start-up on a 2-core
 machine, so 10^4 real processes would take 14 hours. The bulk runs in-process
@@ -18,7 +18,7 @@ process's peak rises, from the RSS just before that stream; subprocess: the
 child's own peak against the bound plus the RSS of decoding the smallest golden
 stream).
 
-Inputs: the structured cases of conformance.mutate (every header field at its
+Inputs: the structured cases of conformance.fuzz.mutate (every header field at its
 extremes, truncations, z lengths: with their reject/decode expectations), the
 parse fuzzer's corpus, and stream-aware random mutations of the golden streams
 (CRC re-computed 85 % of the time, so most reach the range decoder and many the
@@ -46,8 +46,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
-PROG = "conformance.fuzz_decode"
-ROOT = Path(__file__).resolve().parent.parent
+PROG = "conformance.fuzz.decode"
+ROOT = Path(__file__).resolve().parents[2]
 MAX_PIXELS = 1 << 18
 
 
@@ -128,8 +128,9 @@ def check_result(rc, stderr: str, escaped, timed_out: bool, out_dir: Path, dst: 
 
 def build_cases(n: int, seed: int, registry: str | None, corpus: Path | None) -> list[tuple[str, bytes, str]]:
     """(id, stream, expectation) x n: structured cases first, then corpus inputs, then random mutations."""
-    from conformance import mutate
-    from conformance.fuzz_parse import CORPUS, mutate_stream, registry_hashes, seeds, to_stream
+    from conformance.fuzz import mutate
+    from conformance.fuzz.mutate import mutate_stream, registry_hashes, seeds
+    from conformance.fuzz.parse import CORPUS, to_stream
     golden = [s[1:] for s in seeds()]
     hashes = registry_hashes(registry)
     rng = random.Random(seed)
@@ -152,7 +153,7 @@ def build_cases(n: int, seed: int, registry: str | None, corpus: Path | None) ->
 def _share_models() -> None:
     """One ModelCache per (registry, options) for the whole campaign: a model loads once, not once per case.
 
-    Like conformance.worker's, but passing through whatever keywords the CLI gives (it now passes backend=).
+    Like conformance.children.worker's, but passing through whatever keywords the CLI gives (it now passes backend=).
     """
     from decoder import decode as D
     original, shared = D.ModelCache, {}
@@ -169,7 +170,7 @@ def run_inprocess(cases, work: Path, max_pixels: int, timeout: float, registry: 
                   progress: bool, failures_dir: Path, warm: int | None = None) -> Tally:
     """Every case through decoder.__main__.main(argv), in this process (the first `warm` golden streams,
     default all, are decoded first so that model loading is not counted against any case's memory)."""
-    from conformance import worker
+    from conformance.children import worker
     from models.runtime import configure
     try:
         configure(1)                               # one TF thread: the other core is someone else's
@@ -178,7 +179,7 @@ def run_inprocess(cases, work: Path, max_pixels: int, timeout: float, registry: 
     _share_models()
     signal.signal(signal.SIGALRM, worker._alarm)
     fn = worker.load_callable("decoder.__main__:main")
-    from conformance.fuzz_parse import seeds
+    from conformance.fuzz.mutate import seeds
     reg = ["--registry", registry] if registry else []
     src, out_dir = work / "in.bit", work / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +231,7 @@ def run_inprocess(cases, work: Path, max_pixels: int, timeout: float, registry: 
 def run_subprocess(cases, work: Path, max_pixels: int, timeout: float, registry: str | None, progress: bool,
                    as_gb: float, failures_dir: Path) -> Tally:
     """A sample through decoder/decode.sh itself, one process per case, `ulimit -v` as the memory cap."""
-    from conformance.fuzz_parse import seeds
+    from conformance.fuzz.mutate import seeds
     reg = ["--registry", registry] if registry else []
     script = ROOT / "decoder" / "decode.sh"
     t = Tally()
@@ -309,7 +310,7 @@ def report(name: str, t: Tally) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from conformance.fuzz import campaign_parser
+    from conformance.fuzz.campaign import campaign_parser
     p = campaign_parser(PROG, __doc__, cases=(10000, "in-process full decodes"),
                         seconds=(0, "stop the in-process part after this many seconds, 0 = no limit"),
                         subprocess=(40, "cases also run through decoder/decode.sh"),
@@ -320,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS)
     p.add_argument("--timeout", type=float, default=60, help="seconds per case (default 60)")
     args = p.parse_args(argv)
-    from conformance.worker import set_memory_limit
+    from conformance.children.worker import set_memory_limit
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cases = build_cases(args.cases, args.seed, args.registry, Path(args.corpus) if args.corpus else None)

@@ -1,7 +1,7 @@
 """Deliberately broken decoders, so the tests can prove the robustness check fails when it should.
 
 Each takes the decoder's argv (input, output, ...) and returns an exit status,
-like decoder.__main__.main. Also runnable as a CLI: `python -m conformance._standins NAME in out ...`.
+like decoder.__main__.main. Also runnable as a CLI: `python -m conformance.children.standins NAME in out ...`.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def payload(arrays: dict[str, np.ndarray]) -> str:
 def load_manifest(pack: str | os.PathLike) -> dict:
     p = Path(pack) / MANIFEST
     if not p.is_file():
-        raise PackError(f"{pack}: no {MANIFEST} (build the pack with python -m conformance.gpu_pack)")
+        raise PackError(f"{pack}: no {MANIFEST} (build the pack with python -m conformance.gpu.pack)")
     try:
         m = json.loads(p.read_text())
     except (OSError, ValueError) as e:

@@ -1,6 +1,6 @@
 """Long-lived robustness worker: runs the decoder's main() in-process, one case per request.
 
-  python -m conformance.worker [--decoder-main decoder.__main__:main] [--mem-limit-gb 4] [--warm]
+  python -m conformance.children.worker [--decoder-main decoder.__main__:main] [--mem-limit-gb 4] [--warm]
 
 Protocol: one JSON object per line on stdin ({"id", "argv", "timeout"}), one
 JSON reply per line on the original stdout ({"id", "rc", "stdout", "stderr",
@@ -20,10 +20,10 @@ worker instead of once per case; the decode path itself is unchanged.
 
 A second mode, for the determinism and parity checks' separate-process decodes:
 
-  python -m conformance.worker decode [--entry decoder.__main__:main] [--threads N]
+  python -m conformance.children.worker decode [--entry decoder.__main__:main] [--threads N]
                                       --group STREAMS_DIR OUT_DIR REGISTRY [--group ...]
 
-calls the entry (the decoder's main(), or conformance.gpu_decode / jax_decode, which
+calls the entry (the decoder's main(), or conformance.children.gpu_decode / jax_decode, which
 wrap it) once per group with `--dir STREAMS_DIR OUT_DIR --info [--threads N]
 [--registry REGISTRY]` ('-': the default registry), all in this one process, so
 TensorFlow starts once per runtime configuration however many registries the
@@ -115,7 +115,7 @@ def run_case(fn, argv: list[str], timeout: float) -> dict:
 
 def decode_main(argv: list[str]) -> int:
     """`decode` mode (module docstring): the decoder over several (streams, registry) groups in one process."""
-    p = argparse.ArgumentParser(prog="python -m conformance.worker decode")
+    p = argparse.ArgumentParser(prog="python -m conformance.children.worker decode")
     p.add_argument("--entry", default="decoder.__main__:main", help="module:function called with the decoder argv")
     p.add_argument("--threads", type=int, default=0, help="passed on as the decoder's --threads (0: not passed)")
     p.add_argument("--group", nargs=3, action="append", required=True, metavar=("STREAMS_DIR", "OUT_DIR", "REGISTRY"),
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["decode"]:
         return decode_main(argv[1:])
-    p = argparse.ArgumentParser(prog="python -m conformance.worker", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m conformance.children.worker", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--decoder-main", default="decoder.__main__:main",
                    help="module:function called with the decoder's argv (tests pass stand-ins)")

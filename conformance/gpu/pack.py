@@ -1,6 +1,6 @@
 """Build the GPU parity pack (issue 19): parse here with the TF decoder, carry what the synthesis needs.
 
-  python -m conformance.gpu_pack [--out gpu-pack] [--targets 0.25,1.0] [--no-kodak] [--no-big]
+  python -m conformance.gpu.pack [--out gpu-pack] [--targets 0.25,1.0] [--no-kodak] [--no-big]
 
 Streams: the golden streams, the 24 Kodak images encoded at each target (rate-controlled, as
 `python -m encoder`; cached in runs/gpu-pack-streams/ and re-encoded only when the registry's
@@ -29,10 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from conformance import gpu_format as F  # noqa: E402
+from conformance.gpu import format as F  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-PROG = "python -m conformance.gpu_pack"
+ROOT = Path(__file__).resolve().parents[2]
+PROG = "python -m conformance.gpu.pack"
 CACHE = ROOT / "runs" / "gpu-pack-streams"
 BIG_SIZE = (3840, 2160)
 BIG_DELTA_CODE = 128

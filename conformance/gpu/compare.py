@@ -1,8 +1,8 @@
 """The GPU parity verdict (issue 19): the device's decodes against the TF CPU decoder, here.
 
-  python -m conformance.gpu_compare --pack gpu-pack --returned DIR [--md conformance/GPU_PARITY.md]
+  python -m conformance.gpu.compare --pack gpu-pack --returned DIR [--md conformance/GPU_PARITY.md]
 
-DIR is what `python -m conformance.gpu_run` wrote into $OUT on the device (searched recursively).
+DIR is what `python -m conformance.gpu.run` wrote into $OUT on the device (searched recursively).
 Per stream: the parse here (TF, CPU) against the symbol hash in the pack; whether the device
 synthesised from the very integers and y_hat the pack carries (its own hash checks); max |diff|
 and PSNR between the GPU and CPU decodes; CPU and GPU seconds for dequantise + synthesis +
@@ -26,10 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from conformance import gpu_format as F  # noqa: E402
+from conformance.gpu import format as F  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-PROG = "python -m conformance.gpu_compare"
+ROOT = Path(__file__).resolve().parents[2]
+PROG = "python -m conformance.gpu.compare"
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -121,7 +121,7 @@ def summary(rows: list[dict], rep: dict, max_diff: int) -> str:
 
 def markdown(rows: list[dict], rep: dict, max_diff: int) -> str:
     lines = ["# GPU parity, measured (issue 19)", "",
-             f"Written by `{PROG}` from a `conformance.gpu_run` on **{rep.get('device', '?')}** "
+             f"Written by `{PROG}` from a `conformance.gpu.run` on **{rep.get('device', '?')}** "
              f"({rep.get('platform', '?')}; jax {rep.get('jax', '?')}, Python {rep.get('python', '?')}, numpy "
              f"{rep.get('numpy', '?')}; matmul precision `{rep.get('matmul_precision', '?')}`, "
              f"NVIDIA_TF32_OVERRIDE={rep.get('tf32_override', '?')}; peak device memory "

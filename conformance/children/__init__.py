@@ -1,0 +1,1 @@
+"""Child processes the checks and campaigns spawn by module name (python -m conformance.children.<name>)."""
