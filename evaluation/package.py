@@ -5,7 +5,8 @@ python -m evaluation.package IMAGES_DIR --team NAME --out SUBMISSION_DIR [--targ
 Layout of SUBMISSION_DIR:
   bitstreams/<TEAM>_<IMAGE>_<BR>.bits     BR = bpp x 100, three digits (0.06 -> 006)
   decoded/<TEAM>_<IMAGE>_<BR>.png         what the packaged decoder outputs
-  results.csv                             image, target, real bpp, bytes, MSE, PSNR, band, hashes
+  results.csv                             image, target, real bpp, bytes, MSE, PSNR, band, hashes,
+                                          and the JPEG AI metrics (evaluation.metrics) of each decode
   decoder/                                decoder container sources + decode-side models
                                           (docker build -f docker/Dockerfile decoder/)
   CONFORMANCE.md, conformance.json,       the conformance suite's report on these very streams
@@ -37,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,7 @@ class Row:
     png_sha256: str
     model: str
     delta_code: int
+    scores: dict[str, float] = field(default_factory=dict)  # JPEG AI metrics of the decode (evaluation.metrics)
 
 
 def _copy_decoder(dest: Path, registry: Path) -> None:
@@ -127,6 +129,7 @@ def build(images_dir: Path, team: str, out: Path, targets: list[float], registry
     from decoder.api import decode_bytes
     from encoder.api import Encoder
     from encoder.imageio import image_paths, load_rgb8
+    from evaluation import ffmpeg, metrics
     from models.pngio import write_bytes_atomic, write_png_atomic
     from models.targets import within_band
     from models.weights import registry_path
@@ -136,6 +139,7 @@ def build(images_dir: Path, team: str, out: Path, targets: list[float], registry
     for sub in ("bitstreams", "decoded"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     enc = Encoder(registry, refine=refine)
+    jai_names = tuple(n for n in metrics.JPEG_AI_NAMES if n != "vmaf" or ffmpeg.has_filter("libvmaf"))
     rows: list[Row] = []
     bar = tqdm(total=len(images) * len(targets), desc="packaging", unit="stream", file=sys.stderr)
     for img in images:
@@ -151,18 +155,19 @@ def build(images_dir: Path, team: str, out: Path, targets: list[float], registry
             bpp = 8 * sp.stat().st_size / (rgb.shape[0] * rgb.shape[1])
             rows.append(Row(img.name, rgb.shape[1], rgb.shape[0], t, bpp, sp.stat().st_size, mse,
                             psnr_from_mse(mse), within_band(bpp, t), name,
-                            sha256(sp), sha256(pp), c.model, c.delta_code))
+                            sha256(sp), sha256(pp), c.model, c.delta_code, metrics.jpeg_ai(rgb, rec, jai_names)))
             bar.update(1)
     bar.close()
     _copy_decoder(out / "decoder", registry_path(registry))
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "width", "height", "target_bpp", "real_bpp", "bytes", "mse", "psnr_rgb",
-                    "within_band", "bitstream", "bitstream_sha256", "decoded_sha256", "model", "delta_code"])
+                    "within_band", "bitstream", "bitstream_sha256", "decoded_sha256", "model", "delta_code",
+                    *metrics.JPEG_AI_NAMES])
         for r in rows:
             w.writerow([r.image, r.width, r.height, f"{r.target:.2f}", f"{r.bpp:.6f}", r.bytes, f"{r.mse:.4f}",
                         f"{r.psnr:.4f}", int(r.within_band), r.stream, r.stream_sha256, r.png_sha256, r.model,
-                        r.delta_code])
+                        r.delta_code, *(f"{r.scores[n]:.6f}" if n in r.scores else "" for n in metrics.JPEG_AI_NAMES)])
     return rows
 
 

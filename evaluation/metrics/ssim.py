@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from evaluation.metrics._filters import corr2d, gauss1d, lerp_axis, sep_valid
@@ -11,32 +9,49 @@ from evaluation.metrics.yuv import PEAK10, Planes, pad_min
 
 MS_SSIM_MIN_SIDE = 164   # the reference zero-pads Y to this before pytorch_msssim
 IW_SSIM_MIN_SIDE = 256   # ... and to this before IW-SSIM
-IW_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+IW_WEIGHTS = MS_WEIGHTS
 IW_SCALES = 5
 IW_SIGMA_NSQ = 0.4
 IW_TOL = 1e-15
 
 
+def _avg_pool2(x: np.ndarray) -> np.ndarray:
+    """2x2 mean with stride 2; an odd side is zero-padded by one sample at both ends first, zeros
+    counted (torch avg_pool2d(2, padding=side % 2), as pytorch_msssim downsamples)."""
+    ph, pw = x.shape[0] % 2, x.shape[1] % 2
+    xp = np.pad(x, ((ph, ph), (pw, pw)))
+    h, w = (x.shape[0] + 2 * ph) // 2, (x.shape[1] + 2 * pw) // 2
+    return xp[:2 * h, :2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3))
+
+
 def ms_ssim_planes(ref: Planes, dist: Planes) -> float:
-    """MS-SSIM of 10-bit Y codes with data range 1023 (the reference's pytorch_msssim call).
+    """MS-SSIM of 10-bit Y codes with data range 1023, as the reference's pytorch_msssim call.
 
-    tf.image.ssim_multiscale has the same window (11 taps, sigma 1.5), constants, five weights and
-    ReLU on the per-scale terms; Y is zero-padded to >= 164 px as the reference does. It equals
-    pytorch_msssim when both sides are multiples of 16; otherwise the two pad odd sizes differently
-    before each 2x2 average, a border-only difference.
+    Y is zero-padded to >= 164 px; five scales of SSIM with an 11-tap Gaussian window (sigma 1.5,
+    'valid'), K = (0.01, 0.03); contrast-structure means at the four finer scales and the full SSIM
+    mean at the coarsest, each clamped at 0, combined with the weights of Wang et al. 2003. Between
+    scales: pytorch_msssim's 2x2 average pooling. (tf.image.ssim_multiscale pads odd sides
+    differently and moves the score by up to ~5e-3 on odd-sized images, hence this port.)
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TF's start-up chatter off stderr
-    import tensorflow as tf  # lazy: importing TF costs seconds
-
-    a = pad_min(ref.yuv[0], MS_SSIM_MIN_SIDE)
-    b = pad_min(dist.yuv[0], MS_SSIM_MIN_SIDE)
-    side = min(a.shape)
-    if side < 176:  # TF needs 11 px at the 1/16 scale; the reference's 164 px floor pads further
-        pad = ((0, max(176 - a.shape[0], 0)), (0, max(176 - a.shape[1], 0)))
-        a, b = np.pad(a, pad), np.pad(b, pad)
-    ta = tf.convert_to_tensor(a[None, :, :, None].astype(np.float32))
-    tb = tf.convert_to_tensor(b[None, :, :, None].astype(np.float32))
-    return float(tf.image.ssim_multiscale(ta, tb, max_val=float(PEAK10))[0].numpy())
+    x = pad_min(ref.yuv[0], MS_SSIM_MIN_SIDE)
+    y = pad_min(dist.yuv[0], MS_SSIM_MIN_SIDE)
+    win = gauss1d(11, 1.5)
+    c1, c2 = (0.01 * PEAK10) ** 2, (0.03 * PEAK10) ** 2
+    score = 1.0
+    for level, weight in enumerate(MS_WEIGHTS):
+        mu1, mu2 = sep_valid(x, win), sep_valid(y, win)
+        s1 = sep_valid(x * x, win) - mu1 * mu1
+        s2 = sep_valid(y * y, win) - mu2 * mu2
+        s12 = sep_valid(x * y, win) - mu1 * mu2
+        cs = (2 * s12 + c2) / (s1 + s2 + c2)
+        if level < len(MS_WEIGHTS) - 1:
+            term = float(np.mean(cs))
+            x, y = _avg_pool2(x), _avg_pool2(y)
+        else:
+            term = float(np.mean((2 * mu1 * mu2 + c1) / (mu1 * mu1 + mu2 * mu2 + c1) * cs))
+        score *= max(term, 0.0) ** weight
+    return score
 
 
 def _laplacian(img: np.ndarray) -> list[np.ndarray]:
