@@ -30,7 +30,7 @@ BACKENDS = ("tf", "jax")
 # "parse" (decode_bytes) with, inside it, "parse.range_decode_z", "parse.hyper_synthesis_int" and
 # "parse.range_decode_y" (v2) or "parse.slice_loop" (v3: slice networks and y range decoding, interleaved);
 # then "dequantize", "synthesis" and "to_uint8". None (the default) costs nothing and changes nothing.
-# evaluation/bench_worker.py times and measures memory with it (models/stages.py).
+# evaluation/bench/ops.py times and measures memory with it (models/stages.py).
 
 
 class DecodeError(ValueError):

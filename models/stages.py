@@ -2,7 +2,7 @@
 
 A `Stages` is any callable that returns a context manager for a stage name; the codec enters
 `stage(stages, name)` around each named step of its work. With None (the default) that is a
-`nullcontext`: nothing is timed, nothing changes. The benchmark (evaluation/bench_worker.py)
+`nullcontext`: nothing is timed, nothing changes. The benchmark (evaluation/bench/ops.py)
 passes a timer that also records memory, so it measures the codec without patching it.
 """
 

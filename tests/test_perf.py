@@ -51,12 +51,12 @@ def tile_stream(encoder, tmp_path_factory) -> Path:
 
 
 def _decode_in_fresh_process(stream: Path, registry: Path, out_npy: Path, untiled: bool) -> dict:
-    """One decode in its own process (evaluation.bench_worker), so ru_maxrss is this decode's alone."""
+    """One decode in its own process (evaluation.bench.worker), so ru_maxrss is this decode's alone."""
     spec_path, res_path = out_npy.with_suffix(".spec.json"), out_npy.with_suffix(".res.json")
     spec_path.write_text(json.dumps({"op": "decode", "stream": str(stream), "registry": str(registry), "runs": 1,
                                      "untiled": untiled, "out_npy": str(out_npy)}))
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    r = subprocess.run([sys.executable, "-m", "evaluation.bench_worker", str(spec_path), str(res_path)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "evaluation.bench.worker", str(spec_path), str(res_path)], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=300)
     assert res_path.is_file(), r.stderr[-2000:]
     res = json.loads(res_path.read_text())
@@ -115,7 +115,7 @@ def test_decoder_loads_only_the_model_a_stream_needs(encoder, tiny_registry, mon
 @pytest.mark.slow
 def test_bench_runs_and_reports(tiny_registry, tmp_path):
     """The benchmark CLI end to end, in-process on a tiny image (anchors included where available)."""
-    from evaluation import bench
+    from evaluation.bench import run as bench
     rc = bench.main(["--inprocess", "--sizes", "96x64", "--runs", "1", "--registry", str(tiny_registry),
                      "--out", str(tmp_path), "--refine", "5"])
     assert rc == 0
@@ -144,7 +144,7 @@ def test_decoder_kmac_per_pixel_of_the_shipped_architecture_and_of_slice_nets():
     """The bench's complexity figure: g_s and the integer h_s of the shipped N=128, M=192 models counted by hand,
     and a v3 model's slice nets as training.charm.kmac_per_pixel counts them from the parameter layout."""
     pytest.importorskip("jax")
-    from evaluation.bench_worker import decoder_kmac_per_pixel
+    from evaluation.bench.ops import decoder_kmac_per_pixel
     from models.weights import load_decoder_model, load_registry, load_slice_nets
     from training.charm import kmac_per_pixel
     shipped = load_decoder_model(load_registry().entries[0])
@@ -172,7 +172,7 @@ def test_decoder_kmac_per_pixel_of_the_shipped_architecture_and_of_slice_nets():
 def test_bench_compares_bitstream_v3_with_v2(tiny_registry, tmp_path):
     """`--v3` with a prebuilt tiny v2/v3 pair (--v3-dir): Kodak decodes of both, interleaved; ratio, split, kMAC."""
     pytest.importorskip("jax")
-    from evaluation import bench
+    from evaluation.bench import run as bench
     from evaluation.datasets import KODAK
     from tests.test_charm_codec import build_registry
     if not (KODAK / "kodim01.png").is_file():
