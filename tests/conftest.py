@@ -43,3 +43,12 @@ def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 300
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
     env.update(env_extra or {})
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a failed CLI call (the contract of models.cli): no traceback, nothing else."""
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    lines = [l for l in r.stderr.strip().splitlines() if l]
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[0]
