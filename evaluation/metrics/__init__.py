@@ -6,9 +6,9 @@ The JPEG AI common-test-conditions set (psnr_y, psnr_u, psnr_v, ms_ssim, iw_ssim
 psnr_hvs, vmaf) follows the JPEG AI reference software (src/codec/metrics/metrics.py): 8-bit RGB
 goes to 10-bit BT.709 full-range YUV 4:4:4 (evaluation/metrics/yuv.py) and each metric reads the
 planes, range and padding the reference gives it. IW-SSIM, VIF, FSIM and NLPD exist upstream only in
-PyTorch; they are NumPy ports here, checked against the reference implementations by
-tests/test_metrics.py (fixtures made by tests/fixtures/metrics/make_reference.py). The JPEG AI
-summary is the BD-rate mean over MEAN7.
+PyTorch; they (and MS-SSIM, after pytorch_msssim) are NumPy ports here, checked against the
+reference implementations by tests/test_metrics.py (fixtures made by
+tests/fixtures/metrics/make_reference.py). The JPEG AI summary is the BD-rate mean over MEAN7.
 
 The project's earlier set (psnr_rgb, psnr_y_bt601, msssim_y, msssim_rgb) keeps these conventions,
 identical to shared/anchors/kodak_summary.md:
