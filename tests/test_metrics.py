@@ -172,3 +172,11 @@ def test_runner_scores_carry_the_jpeg_ai_set():
     expect = REFERENCE["pairs"][0]["scores"]
     assert row["jai_fsim"] == pytest.approx(expect["fsim"], abs=TOLERANCE["fsim"]) and math.isnan(row["jai_vmaf"])
     assert row["jai_psnr_y"] != pytest.approx(row["psnr_y"], abs=0.01)  # BT.709 10-bit vs BT.601 float: not the same
+
+
+def test_training_and_legacy_names_still_import():
+    from evaluation.metrics import msssim_y, psnr_from_mse, psnr_rgb
+
+    assert msssim_y is metrics.ms_ssim_y and psnr_from_mse(1.0) == pytest.approx(48.1308, abs=1e-4)
+    ref, dist = load(pairs()[0])
+    assert psnr_rgb(ref, dist) < metrics.PSNR_CAP_DB

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -26,11 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dec", help="decoded image, same size")
     ap.add_argument("--json", action="store_true", help="print one JSON object {metric: value}")
     ap.add_argument("--no-vmaf", action="store_true", help="skip VMAF (no ffmpeg needed)")
+    ap.add_argument("--time", action="store_true",
+                    help="after one warm-up pass (imports), time a second pass and print seconds per metric to stderr")
     args = ap.parse_args(argv)
 
     def body() -> int:
         names = tuple(n for n in metrics.JPEG_AI_NAMES if not (args.no_vmaf and n == "vmaf"))
-        scores = metrics.jpeg_ai(_load(args.ref), _load(args.dec), names)
+        ref, dec = _load(args.ref), _load(args.dec)
+        scores = metrics.jpeg_ai(ref, dec, names)
+        if args.time:
+            timings: dict[str, float] = {}
+            t0 = time.perf_counter()
+            metrics.jpeg_ai(ref, dec, names, timings)
+            total = time.perf_counter() - t0
+            print(f"{ref.shape[1]}x{ref.shape[0]}: {total:.2f} s for {len(names)} metrics ("
+                  + ", ".join(f"{k} {v:.3f}" for k, v in timings.items()) + ")", file=sys.stderr)
         if args.json:
             print(json.dumps(scores))
         else:
