@@ -14,7 +14,8 @@ PER_TARGET := t006 t012 t025 t050 t075 t100 t150 t200
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: run test check lint install clean bench eval conformance package train-base train-targets fuzz device-pack bench-train
+.PHONY: run test check lint install clean bench eval conformance package train-base train-targets fuzz device-pack bench-train \
+        campaign tensorboard
 
 $(STAMP): requirements.txt decoder/requirements.txt evaluation/requirements.txt
 	$(PY) -m venv $(VENV)
@@ -74,6 +75,16 @@ device-pack: $(STAMP)
 # Training throughput on this machine (steps/s, Mpixel/s), beside the retired TF step.
 bench-train: $(STAMP)
 	$(VPY) -m training.bench --tf-reference a5d10aa
+
+# The training campaign (training/README.md): training/campaign.yaml, niced, for HOURS of wall clock; resumable,
+# SIGTERM saves. Its log is training/campaign.csv; `python -m training.campaign gate NAME --export` ships a model.
+HOURS ?= 2.5
+campaign: $(STAMP)
+	nice -n 19 $(VPY) -m training.campaign --hours $(HOURS)
+
+# TensorBoard (ships with TF) over every run's scalars and validation crops.
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir runs --bind_all
 
 # Fuzzing campaigns (conformance/README.md, "Fuzzing"): parse path (atheris) for FUZZ_SECONDS, then full decodes
 # through the decoder's CLI entry point and the encoder's PNG reader for a share of it; each prints its figures.

@@ -68,6 +68,7 @@ class Trainer:
 
         self._step = jax.jit(step_fn, donate_argnums=(0, 1))
         self.evaluate = jax.jit(lambda p, x: {k: v for k, v in forward(p, x).items() if k != "x_hat"})
+        self._reconstruct = jax.jit(lambda p, x: forward(p, x)["x_hat"])
         self._evaluators: dict[tuple, object] = {}     # shape -> executable compiled before the clock
 
     def _global(self, a: np.ndarray):
@@ -122,6 +123,10 @@ class Trainer:
         import jax
         import jax.numpy as jnp
         return np.asarray(jax.device_get(jnp.stack(pending)))
+
+    def reconstruct(self, state, images: list[np.ndarray]) -> list[np.ndarray]:
+        """The float reconstructions (rounded latents) of uint8 images, for TensorBoard."""
+        return [np.asarray(self._reconstruct(state[0], im[None].astype(np.float32) / 255.0))[0] for im in images]
 
     def estimate(self, state, images: list[np.ndarray]) -> tuple[list[float], list[float]]:
         """Per-image estimated bpp (rounded latents' likelihoods) and PSNR-RGB of the float reconstruction."""

@@ -225,7 +225,10 @@ class Trainer:
         def evaluate(x):
             out = forward(self.vars, x)
             return tf.stack([out["bpp"], out["mse"]])
-        self._step_fn, self._eval_fn = step, evaluate
+        @tf.function(input_signature=[tf.TensorSpec((1, None, None, 3), tf.float32)])
+        def reconstruct(x):
+            return forward(self.vars, x)["x_hat"]
+        self._step_fn, self._eval_fn, self._rec_fn = step, evaluate, reconstruct
 
     def batch(self, step: int) -> np.ndarray:
         """The step's crops: a function of (seed, step), so a resumed run sees what an unbroken one would."""
@@ -253,6 +256,12 @@ class Trainer:
         self._eval_fn.get_concrete_function()
         self.place(*saved)
         return time.time() - t
+
+    def reconstruct(self, state, images: list[np.ndarray]) -> list[np.ndarray]:
+        """The float reconstructions (rounded latents) of uint8 images, for TensorBoard."""
+        if self._eval_fn is None:
+            self._build()
+        return [self._rec_fn(im[None].astype(np.float32) / 255.0).numpy()[0] for im in images]
 
     def estimate(self, state, images: list[np.ndarray]) -> tuple[list[float], list[float]]:
         """Per-image estimated bpp (rounded latents' likelihoods) and PSNR-RGB of the float reconstruction."""

@@ -246,6 +246,8 @@ class TrainingRun:
         self.ema = None
         self.last_curve = self.last_ckpt = 0.0
         self.t0 = time.time()
+        from training.board import Board
+        self.board = Board(self.out / "tb", enabled=self.lead)
 
     def elapsed(self) -> float:
         return time.time() - self.t0
@@ -304,6 +306,13 @@ class TrainingRun:
             res["adjust"] = f"{why}: R_t -> {self.rt:.4f}, beta -> {self.beta:.1f}"
         self.loop["history"].append(res)
         self.log.info("validate %s", json.dumps(res))
+        self.board.scalars(self.step, {f"val/{k}": v for k, v in res.items() if isinstance(v, (int, float))
+                                       and k not in ("step", "wall_seconds")})
+        if self.board.enabled:
+            crops = self.val[:3]
+            rec = self.trainer.reconstruct(self.state, crops)
+            self.board.images(self.step, "val/source_and_decoded",
+                              [np.concatenate([c / 255.0, r], axis=1) for c, r in zip(crops, rec)])
 
     def _on_signal(self, signum, _frame) -> None:  # finish the step, save, exit: background runs die with sessions
         self.stop_signal = signum
@@ -336,6 +345,10 @@ class TrainingRun:
         window.clear()
         self.log.info("step %d loss %.6f bpp %.4f psnr %.2f (%.2f steps/s)", self.step, m[0], m[1],
                       psnr_from_mse(m[2]), self.steps_per_s())
+        self.board.scalars(self.step, {"train/loss": m[0], "train/bpp": m[1], "train/psnr": psnr_from_mse(m[2]),
+                                       "train/lr": float(learning_rate(self.cfg, self.step, xp=np)),
+                                       "train/steps_per_s": self.steps_per_s(), "train/R_t": self.rt,
+                                       "train/beta": self.beta})
 
     def _when_due(self) -> None:
         """After a step: validation by steps, a curve point by seconds, a checkpoint by steps or seconds."""

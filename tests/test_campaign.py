@@ -1,0 +1,63 @@
+"""The campaign runner trains its plan, resumes each job where it stopped, and logs each stint; the gate's
+comparison is at equal rate and refuses what is within the noise."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from evaluation.datasets import TRAIN
+from tests.conftest import ROOT, one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("campaign")
+    data = d / "data"
+    data.mkdir()
+    for f in sorted(TRAIN.glob("bsd_*.jpg"))[:8]:
+        Image.open(f).convert("RGB").resize((128, 96)).save(data / (f.stem + ".png"))
+    (d / "tiny.yaml").write_text(f"inherit: {ROOT / 'training' / 'configs' / 'tiny.yaml'}\nname: ctiny\n"
+                                 f"train_dir: {data}\nvalidate_every: 1000\n")
+    (d / "plan.yaml").write_text(f"settings:\n  min_minutes: 0\n  nice: 0\njobs:\n"
+                                 f"  - name: ctiny\n    config: {d / 'tiny.yaml'}\n    until: 6\n"
+                                 f"    lr: 3.0e-3\n    decay_from: 4\n")
+    return d
+
+
+@pytest.mark.slow
+def test_campaign_trains_logs_and_resumes(plan):
+    args = ["-m", "training.campaign", "--plan", str(plan / "plan.yaml"), "--hours", "0.2",
+            "--state-dir", str(plan / "state"), "--runs-dir", str(plan / "runs"), "--log", str(plan / "log.csv")]
+    r = run_cli(args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = list(csv.DictReader((plan / "log.csv").open()))
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["model"], row["step_from"], row["step_to"], row["exported"]) == ("ctiny", "0", "6", "no")
+    assert row["backend"] == "tf" and float(row["heldout_bpp"]) > 0 and float(row["heldout_psnr"]) > 5
+    assert "lr_decay_at" in (plan / "runs" / "ctiny" / "train.log").read_text()
+    assert list((plan / "runs" / "ctiny" / "tb").iterdir())                       # TensorBoard events
+    r = run_cli(args)                                                            # done: nothing more to train
+    assert r.returncode == 0 and "done (step 6 of 6)" in r.stdout
+    assert len(list(csv.DictReader((plan / "log.csv").open()))) == 1
+
+
+def test_campaign_refuses_a_bad_plan_in_one_line(tmp_path):
+    (tmp_path / "plan.yaml").write_text("jobs:\n  - name: x\n    until: 5\n")
+    r = run_cli(["-m", "training.campaign", "--plan", str(tmp_path / "plan.yaml"), "--dry-run"])
+    assert "missing 'config'" in one_line_error(r)
+
+
+def test_gate_compares_at_equal_rate_and_within_the_noise():
+    from training.gate import compare
+    shipped = [{"bpp": 1.0, "psnr": 30.0 + i % 3, "slope": 6.0} for i in range(10)]
+    # More rate, the PSNR the slope predicts for it: no gain at equal rate.
+    same = [{"bpp": 1.1, "psnr": s["psnr"] + 6.0 * 0.1375} for s in shipped]
+    assert compare(shipped, same)["gain_db"] == pytest.approx(0.0, abs=1e-3)
+    better = [{"bpp": 1.0, "psnr": s["psnr"] + 0.1 + 0.01 * (i % 2)} for i, s in enumerate(shipped)]
+    r = compare(shipped, better)
+    assert r["gain_db"] == pytest.approx(0.105) and r["se_db"] < 0.01
