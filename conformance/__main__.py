@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from models.cli import ArgumentParser, one_line_errors
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 PROG = "conformance"
 
@@ -39,7 +41,6 @@ def parse_targets(text: str) -> list[float]:
 def build_parser() -> argparse.ArgumentParser:
     from conformance.suite import CHECKS
     from encoder.refine import add_refine_option
-    from models.cli import ArgumentParser
     p = ArgumentParser(prog="python -m conformance", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of 8-bit RGB images (png, ppm, bmp, tif, ...)")
@@ -115,23 +116,26 @@ def main(argv: list[str] | None = None) -> int:
     import shlex
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    try:
+
+    def usage() -> int:
         opts = options(args)
         opts.command = "python -m conformance " + shlex.join(argv)
         from encoder.imageio import image_paths
         image_paths(opts.images_dir)           # "no images" is a usage error
         from models.weights import load_registry
         load_registry(opts.registry)
-    except Exception as e:  # noqa: BLE001 - one line for bad usage
-        print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        checked.append(opts)
+        return 0
+    checked: list = []
+    if one_line_errors(PROG, usage, status=2):
         return 2
+    return one_line_errors(PROG, lambda: _run(checked[0]))
+
+
+def _run(opts) -> int:
     from conformance import report
     from conformance.suite import run
-    try:
-        results, meta = run(opts)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    results, meta = run(opts)
     pj, pm = report.write(opts.report_dir, meta, results)
     ok = all(r.passed for r in results)
     for r in results:

@@ -6,7 +6,6 @@ installed commands work, then prints rate and quality and which weights were use
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -15,23 +14,32 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from models.cli import ArgumentParser, one_line_errors
+
 if TYPE_CHECKING:
     from models.weights import Entry, Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
+PROG = "python -m encoder.demo"
+
 
 def used_entry(registry: Registry, decode_info: dict) -> Entry:
     """The registry entry of the model that made the stream: the header's target index names it.
 
-    The search may pick a neighbouring model, so the target alone does not say which note applies (issue 17).
+    The search may pick a neighbouring model, so the target alone does not say which note applies.
     """
     return registry.by_target(int(decode_info["target_index"]))
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; any failure is one line on stderr (models.cli)."""
+    return one_line_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     """Encode, decode and report one image through the shell entry points."""
-    p = argparse.ArgumentParser(prog="python -m encoder.demo", description=__doc__)
+    p = ArgumentParser(prog="python -m encoder.demo", description=__doc__)
     p.add_argument("image", help="input PNG")
     p.add_argument("target", type=float, help="target bpp")
     p.add_argument("--out", default="out", help="folder for the stream and the decoded PNG")

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.cli import ArgumentParser, one_line_errors
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter would drown the progress bar
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -25,7 +27,6 @@ class UsageError(Exception):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from encoder.refine import add_refine_option
     from evaluation.codecs import ALL_CODECS
-    from models.cli import ArgumentParser
 
     p = ArgumentParser(prog="python -m evaluation", description="Rate-matched codec evaluation at the challenge targets.")
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of lossless RGB images (png/ppm/bmp/tif)")
@@ -62,14 +63,17 @@ def _targets(spec: str) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return _run(args, argv)
-    except UsageError as exc:
-        print(f"evaluation: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("evaluation: interrupted (finished points are cached; rerun to resume)", file=sys.stderr)
-        return 130
+
+    def body() -> int:
+        try:
+            return _run(args, argv)
+        except UsageError as exc:
+            print(f"evaluation: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("evaluation: interrupted (finished points are cached; rerun to resume)", file=sys.stderr)
+            return 130
+    return one_line_errors("evaluation", body)
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:

@@ -17,8 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.datasets import KODAK
+from models.cli import ArgumentParser, one_line_errors
 
 ROOT = Path(__file__).resolve().parent.parent
+
+PROG = "python -m evaluation.escapes"
 
 
 def _row_clip(table, symbols: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -45,7 +48,12 @@ def v1_reconstruction(em, rgb: np.ndarray, code: int) -> tuple[np.ndarray, float
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evaluation.escapes", description=__doc__,
+    """The command line; any failure is one line on stderr (models.cli)."""
+    return one_line_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = ArgumentParser(prog="python -m evaluation.escapes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kodak", default=str(KODAK), help="folder of PNGs")
     p.add_argument("--targets", default="all", help="'all' or comma-separated bpp values")

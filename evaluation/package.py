@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.metrics import psnr_from_mse
+from models.cli import ArgumentParser, one_line_errors
 
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "evaluation.package"
@@ -279,7 +280,6 @@ def verify(out: Path, timeout: float = 3600) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from encoder.refine import add_refine_option
-    from models.cli import ArgumentParser
     p = ArgumentParser(prog=f"python -m {PROG}", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", help="folder of source images")
@@ -300,44 +300,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return one_line_errors(PROG, lambda: _main(args))
+
+
+def _main(args) -> int:
     out = Path(args.out)
-    try:
-        if not args.verify_only:
-            from models.targets import parse_targets
-            targets = parse_targets(args.targets)
-            if out.exists():
-                if not args.force:
-                    raise PackageError(f"{out} exists (use --force to replace it)")
+    if not args.verify_only:
+        from models.targets import parse_targets
+        targets = parse_targets(args.targets)
+        if out.exists():
+            if not args.force:
+                raise PackageError(f"{out} exists (use --force to replace it)")
+            shutil.rmtree(out)
+        rows = build(Path(args.images), args.team, out, targets, args.registry, args.refine)
+        print(f"{len(rows)} streams written to {out}")
+        conf_failures = conformance_gate(Path(args.images), out, rows, args.registry,
+                                         quick=args.conformance == "quick", cases=args.conformance_cases,
+                                         progress=not args.no_progress, refine=args.refine)
+        write_manifest(out, args.team, targets, rows)
+    else:
+        conf_failures = []
+    failures = conf_failures + verify(out)
+    report = ["# Package verification", "", f"Package: `{out}`", "",
+              f"Failures: {len(failures)}", ""] + [f"- {f}" for f in failures]
+    (out / "VERIFY.md").write_text("\n".join(report) + "\n")
+    if failures:
+        for f in failures[:50]:
+            print(f"{PROG}: FAIL: {f}", file=sys.stderr)
+        if not args.allow_failures:
+            if not args.verify_only:
                 shutil.rmtree(out)
-            rows = build(Path(args.images), args.team, out, targets, args.registry, args.refine)
-            print(f"{len(rows)} streams written to {out}")
-            conf_failures = conformance_gate(Path(args.images), out, rows, args.registry,
-                                             quick=args.conformance == "quick", cases=args.conformance_cases,
-                                             progress=not args.no_progress, refine=args.refine)
-            write_manifest(out, args.team, targets, rows)
-        else:
-            conf_failures = []
-        failures = conf_failures + verify(out)
-        report = ["# Package verification", "", f"Package: `{out}`", "",
-                  f"Failures: {len(failures)}", ""] + [f"- {f}" for f in failures]
-        (out / "VERIFY.md").write_text("\n".join(report) + "\n")
-        if failures:
-            for f in failures[:50]:
-                print(f"{PROG}: FAIL: {f}", file=sys.stderr)
-            if not args.allow_failures:
-                if not args.verify_only:
-                    shutil.rmtree(out)
-                    print(f"{PROG}: package refused and removed ({len(failures)} failures; "
-                          f"--allow-failures keeps it)", file=sys.stderr)
-                return 1
-            print(f"{PROG}: package kept despite {len(failures)} failures (--allow-failures)", file=sys.stderr)
-            return 0
-        print("verified: conformance passed; every stream decodes bit-exactly with the packaged decoder, "
-              "within band, hashes match")
+                print(f"{PROG}: package refused and removed ({len(failures)} failures; "
+                      f"--allow-failures keeps it)", file=sys.stderr)
+            return 1
+        print(f"{PROG}: package kept despite {len(failures)} failures (--allow-failures)", file=sys.stderr)
         return 0
-    except Exception as e:  # noqa: BLE001 - one line, never a traceback
-        print(f"{PROG}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 1
+    print("verified: conformance passed; every stream decodes bit-exactly with the packaged decoder, "
+          "within band, hashes match")
+    return 0
 
 
 if __name__ == "__main__":

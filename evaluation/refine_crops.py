@@ -10,19 +10,26 @@ stream that saves bits is credited for them as a BD-rate comparison would.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 from PIL import Image
 
 from evaluation.datasets import KODAK
+from models.cli import ArgumentParser, one_line_errors
+
+PROG = "python -m evaluation.refine_crops"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; any failure is one line on stderr (models.cli)."""
+    return one_line_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     from encoder.api import Encoder
     from encoder.refine import DEFAULT_ITERS
-    p = argparse.ArgumentParser(prog="python -m evaluation.refine_crops", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m evaluation.refine_crops", description=__doc__.splitlines()[0])
     p.add_argument("--images", default="kodim01,kodim07,kodim15,kodim21", help="Kodak names, comma-separated")
     p.add_argument("--targets", default="0.06,0.25,1.0", help="bpp targets, comma-separated")
     p.add_argument("--crop", type=int, default=256, help="centre crop side in pixels (0 = whole image)")

@@ -26,9 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from models.cli import ArgumentParser, one_line_errors
+
 ROOT = Path(__file__).resolve().parent.parent
 V2_NAME, V3_NAME = "bench_v2", "bench_v3"
 V2_TARGET, V3_TARGET = 0.5, 0.25
+
+PROG = "python -m training.bench_models"
 
 
 def build(out: Path, state_path: Path, config_path: Path) -> Path:
@@ -63,7 +67,12 @@ def build(out: Path, state_path: Path, config_path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.bench_models", description=__doc__,
+    """The command line; any failure is one line on stderr (models.cli)."""
+    return one_line_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = ArgumentParser(prog="python -m training.bench_models", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for the two models and registry.yaml")
     p.add_argument("--state", default=str(ROOT / "models" / "checkpoints" / "base.npz"), help="the base state")

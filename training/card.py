@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.datasets import KODAK
+from models.cli import ArgumentParser, one_line_errors
 
 ROOT = Path(__file__).resolve().parent.parent
+
+PROG = "python -m training.card"
 
 
 def _state_meta(name: str) -> dict:
@@ -101,7 +104,12 @@ def _curve_png(name: str, history: list[dict], out: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.card", description=__doc__,
+    """The command line; any failure is one line on stderr (models.cli)."""
+    return one_line_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = ArgumentParser(prog="python -m training.card", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kodak", default=str(KODAK), help="Kodak PNG folder")
     p.add_argument("--out", default=str(ROOT / "MODEL_CARD.md"), help="card to write")

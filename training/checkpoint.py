@@ -22,7 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from models.cli import ArgumentParser, one_line_errors
+
 SHARD_BYTES = 15 * 2 ** 20         # under the 16 MiB per-file limit with npz overhead
+
+PROG = "python -m training.checkpoint"
 
 
 def _bf16_bits(a: np.ndarray) -> np.ndarray:
@@ -127,10 +131,15 @@ def import_run(src: Path, name: str, runs_dir: Path, state_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; any failure is one line on stderr (models.cli)."""
+    return one_line_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     import argparse
     import sys
     root = Path(__file__).resolve().parent.parent
-    p = argparse.ArgumentParser(prog="python -m training.checkpoint", description=__doc__,
+    p = ArgumentParser(prog="python -m training.checkpoint", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", required=True)
     imp = sub.add_parser("import", help="take in a run folder returned by the accelerator")

@@ -27,11 +27,14 @@ from pathlib import Path
 from PIL import Image
 
 from evaluation.datasets import KODAK
+from models.cli import ArgumentParser, one_line_errors
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 64 * 2 ** 20
 DATA_LIMIT = 45 * 2 ** 20
 ASIDE = ("models/weights", "models/checkpoints")       # tracked, large, not needed on the device
+
+PROG = "python -m training.device_pack"
 
 
 def tree_bytes(root: Path = ROOT) -> int:
@@ -55,7 +58,12 @@ def _webp(src: Path, dst: Path, max_side: int, quality: int, lossless: bool = Fa
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.device_pack", description=__doc__,
+    """The command line; any failure is one line on stderr (models.cli)."""
+    return one_line_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = ArgumentParser(prog="python -m training.device_pack", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="the run's config (its name, train_dir and init_from)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override; repeatable")

@@ -12,8 +12,17 @@ import json
 import os
 import sys
 
+from models.cli import one_line_errors
+
+PROG = "python -m conformance.children.gpu_decode"
+
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; any failure is one line on stderr (models.cli)."""
+    return one_line_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf

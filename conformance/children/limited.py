@@ -11,8 +11,17 @@ from __future__ import annotations
 import os
 import sys
 
+from models.cli import one_line_errors
+
+PROG = "python -m conformance.children.limited"
+
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; any failure is one line on stderr (models.cli)."""
+    return one_line_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv or argv[:1] != ["--as-gb"]:
         print("usage: python -m conformance.children.limited --as-gb GB -- PYTHON_ARGS...", file=sys.stderr)

@@ -45,6 +45,10 @@ import signal
 import sys
 import time
 
+from models.cli import ArgumentParser, one_line_errors
+
+PROG = "python -m conformance.children.worker"
+
 
 class CaseTimeout(BaseException):
     """Raised by SIGALRM; a BaseException so the decoder's `except Exception` cannot swallow it."""
@@ -115,7 +119,7 @@ def run_case(fn, argv: list[str], timeout: float) -> dict:
 
 def decode_main(argv: list[str]) -> int:
     """`decode` mode (module docstring): the decoder over several (streams, registry) groups in one process."""
-    p = argparse.ArgumentParser(prog="python -m conformance.children.worker decode")
+    p = ArgumentParser(prog="python -m conformance.children.worker decode")
     p.add_argument("--entry", default="decoder.__main__:main", help="module:function called with the decoder argv")
     p.add_argument("--threads", type=int, default=0, help="passed on as the decoder's --threads (0: not passed)")
     p.add_argument("--group", nargs=3, action="append", required=True, metavar=("STREAMS_DIR", "OUT_DIR", "REGISTRY"),
@@ -132,10 +136,15 @@ def decode_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; any failure is one line on stderr (models.cli)."""
+    return one_line_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["decode"]:
         return decode_main(argv[1:])
-    p = argparse.ArgumentParser(prog="python -m conformance.children.worker", description=__doc__,
+    p = ArgumentParser(prog="python -m conformance.children.worker", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--decoder-main", default="decoder.__main__:main",
                    help="module:function called with the decoder's argv (tests pass stand-ins)")

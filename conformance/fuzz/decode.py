@@ -42,6 +42,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from models.cli import one_line_errors
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
@@ -310,6 +312,11 @@ def report(name: str, t: Tally) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; any failure is one line on stderr (models.cli)."""
+    return one_line_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     from conformance.fuzz.campaign import campaign_parser
     p = campaign_parser(PROG, __doc__, cases=(10000, "in-process full decodes"),
                         seconds=(0, "stop the in-process part after this many seconds, 0 = no limit"),

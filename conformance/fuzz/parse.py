@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from conformance.fuzz.mutate import GOLDEN, mutate_stream, registry_hashes, seeds  # noqa: F401 - the harness's inputs
+from models.cli import one_line_errors
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -492,6 +493,11 @@ def shutil_copy(src: Path, dst: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; any failure is one line on stderr (models.cli)."""
+    return one_line_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     from conformance.fuzz.campaign import campaign_parser, passthrough
     argv, extra = passthrough(argv)
     p = campaign_parser(PROG, __doc__, seconds=(600, "time budget in seconds"), hang_s=HANG_S,

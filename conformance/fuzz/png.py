@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.cli import one_line_errors
+
 PROG = "conformance.fuzz.png"
 ROOT = Path(__file__).resolve().parents[2]
 SIG = b"\x89PNG\r\n\x1a\n"
@@ -404,6 +406,11 @@ def run_cli_sample(n: int, seed: int, out: Path, progress: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; any failure is one line on stderr (models.cli)."""
+    return one_line_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     from conformance.fuzz.campaign import campaign_parser
     p = campaign_parser(PROG, __doc__, cases=(20000, "files through load_rgb8"),
                         seconds=(0, "stop after this many seconds, 0 = no limit"),

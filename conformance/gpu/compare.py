@@ -1,4 +1,4 @@
-"""The GPU parity verdict (issue 19): the device's decodes against the TF CPU decoder, here.
+"""The GPU parity verdict: the device's decodes against the TF CPU decoder, here.
 
   python -m conformance.gpu.compare --pack gpu-pack --returned DIR [--md conformance/GPU_PARITY.md]
 
@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from conformance.common import psnr  # noqa: E402 - evaluation.metrics's PSNR (cap inf: identical reads as such)
 from conformance.gpu import format as F  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,11 +43,6 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-diff", type=int, default=1, help="pass bar on max |diff| in levels (default 1)")
     p.add_argument("--threads", type=int, default=0, help="TF threads for the CPU reference (0 = default)")
     return p.parse_args(argv)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
 def _fmt_db(v: float | None) -> str:
@@ -120,7 +116,7 @@ def summary(rows: list[dict], rep: dict, max_diff: int) -> str:
 
 
 def markdown(rows: list[dict], rep: dict, max_diff: int) -> str:
-    lines = ["# GPU parity, measured (issue 19)", "",
+    lines = ["# GPU parity, measured", "",
              f"Written by `{PROG}` from a `conformance.gpu.run` on **{rep.get('device', '?')}** "
              f"({rep.get('platform', '?')}; jax {rep.get('jax', '?')}, Python {rep.get('python', '?')}, numpy "
              f"{rep.get('numpy', '?')}; matmul precision `{rep.get('matmul_precision', '?')}`, "
