@@ -9,12 +9,12 @@ built from the committed base state (N=128, M=192, the shipped architecture):
 - v2 (`bench_v2`, registered for 0.50): the base state exported as it is;
 - v3 (`bench_v3`, registered for 0.25): the same state with the config's slice networks added by
   `training.charm.with_slices` (charm.yaml: 8 slices of 24 channels, hidden 32, no LRP), exported with
-  `training.export.export_v3`, as `python -m training.charm coded` does. Their last layers start at zero,
+  `training.export.export_v3`, as `python -m training.v3_experiment coded` does. Their last layers start at zero,
   so v3 codes the same symbols as v2 on the same image: the difference between the two decodes is the
   slice loop's cost alone (its products run whatever the weights are).
 
 DIR gets both models and registry.yaml. evaluation/ may not import training/ (tests/test_structure.py),
-so the bench runs this module in a subprocess and caches DIR (evaluation/bench.py, `--v3`).
+so the bench runs this module in a subprocess and caches DIR (evaluation/bench/plan.py, `--v3`).
 """
 
 from __future__ import annotations
