@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The accelerator runbook (training/README.md), one verb per step:
 #   training/device.sh aside                  here: delete the tracked weight files so the tree travels (< 64 MiB)
-#   device run: bash training/device.sh train CONFIG SECONDS [extra training.train flags]    carry: [device-pack]
+#   on the device: bash training/device.sh train CONFIG SECONDS [extra training.train flags]  (device-pack/ travels in)
 #   training/device.sh restore                here: put the weight files back (git checkout)
 #   training/device.sh import DIR NAME        here: returned files -> runs/NAME/ckpt + models/checkpoints/NAME.npz
-# PACK (default device-pack, built by `python -m training.device_pack`) and OUT (the device tool's output
-# folder; default runs/device) may be set in the environment; PYTHON defaults to python3.
+# PACK (default device-pack, built by `python -m training.device_pack`) and OUT (the folder whose files come
+# back from the device; default runs/device) may be set in the environment; PYTHON defaults to python3.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -26,7 +26,7 @@ case "${1:-}" in
     cfg="$2"; secs="$3"; shift 3
     out="${OUT:-runs/device}"
     mkdir -p "$out"
-    [ -d "$pack/train" ] || die "no $pack/train: build it with python -m training.device_pack and carry it"
+    [ -d "$pack/train" ] || die "no $pack/train: build it with python -m training.device_pack and send it with the tree"
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
     "$py" -c "import jax, sys; print('python', sys.version.split()[0], 'jax', jax.__version__, jax.devices())"
     resume=()

@@ -2,7 +2,7 @@
 
 python -m training.device_pack --config training/configs/base.yaml [--out device-pack]
 
-What the device machine gets is the tracked tree plus this folder (`carry`), 64 MiB in all,
+What the device machine gets is the tracked tree plus this folder, 64 MiB in all (the size that travels in),
 and ../shared does not travel. So:
 - training images are downscaled to at most --max-side px and stored as WebP (lossy, --quality);
   each keeps its original name as `<name>.pack.webp`, so training/data.split_holdout holds out
