@@ -1,4 +1,4 @@
-"""The GPU parity runbook step (issue 19), dry-run on CPU: pack here -> gpu_run (JAX, TF blocked) -> compare.
+"""The GPU parity runbook step, dry-run on CPU: pack here -> gpu_run (JAX, TF blocked) -> compare.
 
 The device has no TensorFlow, so gpu_run runs here in a process where `import tensorflow` fails:
 what passes here cannot need TF there. What it cannot prove here: jax 0.11 / numpy 2 / a GPU.

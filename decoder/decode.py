@@ -68,7 +68,7 @@ class ModelCache(ModelStore):
     """The decoder's model store: loads a model only when a stream needs it, once per process.
 
     backend 'tf' (default) synthesises with TensorFlow; 'jax' with decoder/jax_synthesis.py on whatever
-    device JAX finds (issue 19). The parse is the same integer path either way.
+    device JAX finds (GPU parity, conformance/gpu/). The parse is the same integer path either way.
     """
 
     def __init__(self, registry: str | os.PathLike | None = None, backend: str = "tf"):

@@ -28,7 +28,7 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class PngHeader:
-    """What the PNG file itself says, read from its chunks (Pillow hides the bit depth: issue 17)."""
+    """What the PNG file itself says, read from its chunks (Pillow hides the bit depth, and a 16-bit file must be refused)."""
     width: int
     height: int
     bit_depth: int

@@ -120,7 +120,7 @@ def _ops():
 
     The ops come from tfc's C++ op library alone when tensorflow_compression is not imported yet:
     importing the package also imports tensorflow_probability and Keras, ~0.6 s of a decoder
-    process's start-up (issue 17, item 7). The path is built exactly as tfc's gen_ops builds it,
+    process's start-up. The path is built exactly as tfc's gen_ops builds it,
     so a later `import tensorflow_compression` gets the same ops from TensorFlow's library cache.
     """
     global _RANGE_OPS

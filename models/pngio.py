@@ -1,7 +1,7 @@
 """Atomic PNG output: a reader never sees a half-written file.
 
 Errors name the path the user gave, never the hidden temp file, and the CLIs check
-the destination before the work (an encode can take a minute): issue 17, item 3.
+the destination before the work (an encode can take a minute), so a bad path fails at once.
 """
 
 from __future__ import annotations

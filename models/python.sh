@@ -1,6 +1,6 @@
 # Sourced by encoder/encode.sh and decoder/decode.sh (set root, me, reqs first): picks the interpreter into $py.
 # The project's .venv interpreter, or $RATELOCK_PYTHON when set. No silent fallback to another python3: that
-# only fails later with "No module named 'tensorflow'" (issue 17, item 4). Exits 3 with one line otherwise.
+# only fails later with "No module named 'tensorflow'". Exits 3 with one line otherwise.
 if [ -n "${RATELOCK_PYTHON:-}" ]; then
   py="$RATELOCK_PYTHON"
   if ! command -v "$py" >/dev/null 2>&1; then

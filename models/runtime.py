@@ -12,7 +12,7 @@ def import_tensorflow():
     When jax is installed (the training venv has it), TensorFlow's TFLite helpers import it at
     `import tensorflow` (tensorflow/lite/python/util.py: `from jax import xla_computation`, used only
     to convert JAX functions to TFLite). A decoder process must not load JAX (it is training code's
-    runtime, ~0.5 s of start-up: issue 17, item 7), so that one import is made to fail for the
+    runtime, ~0.5 s of start-up), so that one import is made to fail for the
     duration of TensorFlow's own import; TensorFlow handles the ImportError. The block is lifted
     afterwards, so a later explicit `import jax` in the same process still works.
     """

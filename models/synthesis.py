@@ -3,8 +3,8 @@
 `Synthesis` computes exactly what models.transforms.SynthesisTransform (Keras
 Conv2DTranspose + tfc.GDN(inverse=True) layers) computes, op for op, on the same
 weights in the same order, without Keras or tensorflow_compression. Building the
-Keras model costs a decoder process about 1.3 s and tracing it another 1.2 s
-(issue 17, item 7); this costs a few milliseconds. tests/test_synthesis.py checks
+Keras model costs a decoder process about 1.3 s and tracing it another 1.2 s;
+this costs a few milliseconds. tests/test_synthesis.py checks
 the two bit for bit (float32 outputs, graph and eager), and the golden streams
 check the decoded PNGs byte for byte.
 
@@ -129,8 +129,8 @@ def inverse_gdn(tf, x, *, reparam_beta, reparam_gamma):
 
 def _synth_fn(synthesis):
     """The synthesis as a function of a numpy y_hat, run eagerly: it is plain TF ops (models.synthesis),
-    so there is no Keras model to build and no graph to trace (issue 17, item 7: ~0.2 s of CPU per
-    process). Eager and traced runs of these ops give the same float32 output bit for bit
+    so there is no Keras model to build and no graph to trace (~0.2 s of CPU per
+    process saved). Eager and traced runs of these ops give the same float32 output bit for bit
     (tests/test_synthesis.py), as the Keras model's tf.function did (golden streams: same PNG bytes)."""
     if getattr(synthesis, "backend", "tf") == "jax":
         return synthesis                       # decoder/jax_synthesis.JaxSynthesis: numpy in, numpy out

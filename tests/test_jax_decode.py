@@ -1,4 +1,4 @@
-"""The decoder's JAX backend (issue 19) against the TF decoder, on CPU, on every golden stream.
+"""The decoder's JAX backend (the GPU parity path) against the TF decoder, on CPU, on every golden stream.
 
 Same parse, same integer path; only the float synthesis differs (JAX here, TF there). On the
 same CPU both are float32 convolutions in different summation orders, so decoded pixels may

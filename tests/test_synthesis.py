@@ -1,4 +1,4 @@
-"""The decoder's Keras-free synthesis (models/synthesis.py) and its lean start-up (issue 17, item 7).
+"""The decoder's Keras-free synthesis (models/synthesis.py) and its lean start-up.
 
 Speed is not asserted here (evaluation.bench prints it); these pin what makes it fast without changing
 a decoded byte: the plain-TF synthesis equals the Keras SynthesisTransform bit for bit, and a decoder

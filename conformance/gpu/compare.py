@@ -28,15 +28,16 @@ import numpy as np  # noqa: E402
 
 from conformance.common import psnr  # noqa: E402 - evaluation.metrics's PSNR (cap inf: identical reads as such)
 from conformance.gpu import format as F  # noqa: E402
+from models.cli import ArgumentParser, one_line_errors  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PROG = "python -m conformance.gpu.compare"
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pack", default=str(ROOT / "gpu-pack"))
-    p.add_argument("--returned", required=True, help="the files gpu_run wrote on the device (files_at)")
+    p.add_argument("--returned", required=True, help="the folder that came back from the device (what gpu.run wrote)")
     p.add_argument("--md", default=str(ROOT / "conformance" / "GPU_PARITY.md"), help="markdown report to write")
     p.add_argument("--json", default=None, help="also write the per-stream figures as JSON")
     p.add_argument("--registry", default=None)
@@ -150,7 +151,6 @@ def markdown(rows: list[dict], rep: dict, max_diff: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.cli import one_line_errors
     args = _args(argv)
     return one_line_errors(PROG, lambda: _main(args), status=2)
 

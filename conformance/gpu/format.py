@@ -171,7 +171,7 @@ class ShardWriter:
 
 
 def read_decodes(folder: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every complete decode in the shards under folder (searched recursively: the device tool may
+    """Every complete decode in the shards under folder (searched recursively: the copy back may
     nest them). A decode cut short by a killed run (bands missing) is left out."""
     bands: dict[str, dict[int, np.ndarray]] = {}
     shapes: dict[str, tuple[int, ...]] = {}

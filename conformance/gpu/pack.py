@@ -1,4 +1,4 @@
-"""Build the GPU parity pack (issue 19): parse here with the TF decoder, carry what the synthesis needs.
+"""Build the GPU parity pack: parse here with the TF decoder, pack what the synthesis needs to travel.
 
   python -m conformance.gpu.pack [--out gpu-pack] [--targets 0.25,1.0] [--no-kodak] [--no-big]
 
@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from conformance.gpu import format as F  # noqa: E402
+from models.cli import ArgumentParser, one_line_errors  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PROG = "python -m conformance.gpu.pack"
@@ -40,7 +41,7 @@ BIG_DELTA_CODE = 128
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     from evaluation.datasets import KODAK
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "gpu-pack"), help="pack folder (default gpu-pack/, git-ignored)")
     p.add_argument("--golden-dir", default=str(ROOT / "conformance" / "streams"))
     p.add_argument("--golden-limit", type=int, default=0, help="first N golden streams only (0 = all)")
@@ -218,14 +219,13 @@ def build(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.cli import one_line_errors
     args = _args(argv)
     return one_line_errors(PROG, lambda: _main(args), status=2)
 
 
 def _main(args) -> int:
     m = build(args)
-    print(f"wrote {args.out} ({m['size_bytes'] / F.MiB:.1f} MiB): carry it to the device "
+    print(f"wrote {args.out} ({m['size_bytes'] / F.MiB:.1f} MiB): copy it into the device machine "
           f"(conformance/README.md, 'GPU parity on the lent accelerator')")
     return 0
 

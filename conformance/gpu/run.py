@@ -1,4 +1,4 @@
-"""The device side of the GPU parity step (issue 19): the float synthesis of every packed stream, in JAX.
+"""The device side of the GPU parity step: the float synthesis of every packed stream, in JAX.
 
   python -m conformance.gpu.run --pack gpu-pack --out $OUT
 
@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from conformance.gpu import format as F
+from models.cli import ArgumentParser, one_line_errors  # noqa: E402
 
 PROG = "python -m conformance.gpu.run"
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pack", default="gpu-pack", help="the pack built by conformance.gpu.pack (default gpu-pack)")
     p.add_argument("--out", required=True, help="output folder ($OUT on the device)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per stream after the compile run (default 3)")
@@ -135,7 +136,6 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.cli import one_line_errors
     args = _args(argv)
     return one_line_errors(PROG, lambda: _main(args), status=2)
 

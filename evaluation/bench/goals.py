@@ -11,8 +11,8 @@ from evaluation.bench.v3 import _v3_error, v3_ratios
 GOAL_DECODE_S = 1.0            # 768x512 decode, start-up excluded
 GOAL_SEARCH_RATIO = 2.0        # rate-search encode <= 2x fixed-step encode
 GOAL_RSS_BYTES = 4e9           # 3840x2160 encode and decode peak RSS <= 4 GB
-GOAL_CLI_BEYOND_TF_S = 1.0     # whole decoder/decode.sh call <= bare `import tensorflow` + 1 s (issue 17, item 7)
-GOAL_V3_RATIO = 1.5            # bitstream v3 decode <= 1.5x v2 on CPU (issue 18)
+GOAL_CLI_BEYOND_TF_S = 1.0     # whole decoder/decode.sh call <= bare `import tensorflow` + 1 s
+GOAL_V3_RATIO = 1.5            # bitstream v3 decode <= 1.5x v2 on CPU
 
 # --------------------------------------------------------------------------- goals
 
@@ -103,7 +103,7 @@ def goal_cli(d: ReportData) -> list[str]:
 
 
 def goal_v3(d: ReportData) -> list[str]:
-    """Only with --v3: the slice loop's decode cost on Kodak (issue 18's bound) and the 8K decode."""
+    """Only with --v3: the slice loop's decode cost on Kodak (its 1.5x bound) and the 8K decode."""
     if d.v3 is None:
         return []
     goal = f"bitstream v3 decode <= {GOAL_V3_RATIO:.1f}x v2 on CPU (Kodak)"

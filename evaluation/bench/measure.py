@@ -26,7 +26,7 @@ def child_env() -> dict[str, str]:
 
 # Modules a decoder process must not need (lazy loading / small decoder container).
 ENCODER_SIDE_MODULES = ("encoder", "rate_control", "training", "models.jax_transforms", "models.entropy", "jax")
-# Packages a decoder process does not need (issue 17, item 7): tfc's Python package (and the TF Probability
+# Packages a decoder process does not need: tfc's Python package (and the TF Probability
 # it imports) is replaced by tfc's op library, the Keras synthesis by plain TF ops (models/synthesis.py).
 DECODER_UNNEEDED_MODULES = ("tensorflow_compression", "tensorflow_probability")
 

@@ -56,7 +56,7 @@ def run_v3(args: argparse.Namespace, runner: Runner, work: Path, kodak: Path, im
                                                {**spec, "op": "decode", "stream": str(stream), "runs": args.runs_8k})
     return v3
 
-# --------------------------------------------------------------------------- bitstream v3 vs v2 (issue 18)
+# --------------------------------------------------------------------------- bitstream v3 vs v2
 
 def v3_ratios(dec: dict) -> dict[str, float]:
     """v3/v2 decode time per image (median of its runs), then the median over images; wall and CPU."""
