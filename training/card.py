@@ -128,7 +128,7 @@ def _main(argv: list[str] | None) -> int:
              f"Written by `python -m training.card` on {platform.node() or 'this machine'} "
              f"({platform.processor() or platform.machine()}). Kodak figures: every image coded at Δ = 1 "
              "(delta code 128) by the shipped encoder, decoded by the shipped decoder. PSNR-RGB and MS-SSIM-Y as "
-             "defined in `evaluation/metrics.py` (Y = BT.601 full range).", "",
+             "defined in `evaluation/metrics` (Y = BT.601 full range).", "",
              "## Registry", "", "| target | model | weights hash | trained |", "|---|---|---|---|"]
     for e in reg.entries:
         lines.append(f"| {TARGETS[e.target_index]:.2f} | {e.name} | {e.hash} | {'yes' if e.trained else 'NO (placeholder)'} |")
