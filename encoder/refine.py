@@ -49,7 +49,7 @@ import numpy as np
 
 from models import scale_table as S
 from models.coding import CdfTable
-from models.intnet import BAND_HALO, IntHyperSynthesis
+from models.intnet import BAND_HALO, FloatHyperSynthesis, IntHyperSynthesis
 from models.synthesis import Y_STRIDE, Z_STRIDE
 
 DEFAULT_ITERS = 100        # python -m encoder --refine: steps per tile (0 = off)
@@ -123,37 +123,6 @@ def refine_latents(synthesis, hyper: IntHyperSynthesis, z_table: CdfTable, rgb: 
             improved += 1
             change += gained
     return Refined(y_out, start, iters, lam, len(cores), improved, change)
-
-
-class FloatHyperSynthesis:
-    """The integer hyper-synthesis (models.intnet) as float32 TF ops, for gradients only.
-
-    Weights and biases are the integers scaled back by their powers of two, so this is the
-    network the integers approximate; mu and log2 sigma come out within about 0.02 (tested: 0.05) of the
-    integer path's (tests/test_refine.py). The codec never uses it: whatever refinement
-    chooses is rounded and run through the integer network before it is coded.
-    """
-
-    def __init__(self, tf, net: IntHyperSynthesis):
-        self.tf = tf
-        self.layers = [(l, tf.constant(l.weight.astype(np.float64) * 2.0 ** -l.w_frac, tf.float32),
-                        tf.constant(l.bias.astype(np.float64) * 2.0 ** -(l.in_frac + l.w_frac), tf.float32))
-                       for l in net.layers]
-
-    def __call__(self, z):
-        """z (1, h, w, Cz) -> (mu, log2 sigma), each (1, 4h, 4w, M)."""
-        tf = self.tf
-        a = z
-        for l, w, b in self.layers:
-            if l.kind == "deconv":
-                shape = [1, tf.shape(a)[1] * l.stride, tf.shape(a)[2] * l.stride, l.weight.shape[-1]]
-                a = tf.nn.conv2d_transpose(a, tf.transpose(w, [0, 1, 3, 2]), shape, l.stride, "SAME") + b
-            else:
-                a = tf.nn.conv2d(a, w, 1, "SAME") + b
-            if l.relu:
-                a = tf.maximum(a, 0.0)
-        m = a.shape[-1] // 2
-        return a[..., :m], tf.clip_by_value(a[..., m:], S.LOG2_SCALE_MIN, S.LOG2_SCALE_MAX)
 
 
 class _ZBits:

@@ -8,6 +8,7 @@ import pytest
 
 from decoder.api import decode_bytes
 from encoder import refine as R
+from models import intnet
 from models.targets import TOLERANCE
 from rate_control.search import DEFAULT_AIM, search
 from tests.conftest import kodak_crop
@@ -121,7 +122,7 @@ def test_float_surrogate_follows_the_integer_hyper_synthesis():
     model = enc.models.encoder_model(entry)
     z_hat = np.round(model.hyper_analyse(model.transform(kodak_crop("kodim07.png", 256, 256))))
     mu_q, log2_sigma_q = model.dec.intnet.run(z_hat)
-    mu, log2_sigma = R.FloatHyperSynthesis(tf, model.dec.intnet)(tf.constant(z_hat[None], tf.float32))
+    mu, log2_sigma = intnet.FloatHyperSynthesis(tf, model.dec.intnet)(tf.constant(z_hat[None], tf.float32))
     assert np.abs(mu[0].numpy() - mu_q / 256).max() < 0.05
     assert np.abs(log2_sigma[0].numpy() - log2_sigma_q / 256).max() < 0.05
 
