@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Input and destination are checked before TensorFlow loads and before any decoding (issue 17, item 3).
+    # Input and destination are checked before TensorFlow loads and before any decoding, so a bad destination costs no start-up.
     from models.pngio import check_writable, ensure_output_dir
     if args.dir:
         src_dir = Path(args.input)

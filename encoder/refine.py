@@ -14,12 +14,12 @@ the stream is an ordinary v2 stream and the decoder cannot tell.
   read off the model's own z CDF table. The result is rounded, and the encoder
   then runs the integer network on it, codes z, and codes y against the mu and
   scale indexes the decoder will see. At 0.06 bpp z is 11-15 % of the stream,
-  and refining it as well doubled the gain there (CHANGELOG, session 9).
+  and refining it as well doubled the gain there (CHANGELOG.md).
 - Rounding is relaxed by stochastic Gumbel annealing (Yang, Bamler & Mandt,
   "Improving Inference for Neural Image Compression", NeurIPS 2020): each
   latent is a Gumbel-softmax mix of its floor and ceiling whose temperature
   falls towards hard rounding. Straight-through rounding was measured first and
-  gains little (CHANGELOG, sessions 5 and 8).
+  gains little (CHANGELOG.md).
 - The trade-off lambda is the image's own: the slope of its distortion-rate
   curve between the chosen delta code and DELTA_PROBE codes coarser, so the
   refined latents stay near the rate the search chose.

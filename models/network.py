@@ -97,8 +97,11 @@ def layout(num_filters: int, latent_channels: int) -> list[tuple[str, tuple]]:
 
 
 def widths_of(params: dict) -> tuple[int, int]:
-    """(N, M) read off the parameter shapes."""
-    k = params["analysis/conv_3/kernel"]
+    """(N, M) read off the parameter shapes (a decoder-only set has the synthesis alone)."""
+    if "analysis/conv_3/kernel" in params:
+        k = params["analysis/conv_3/kernel"]
+        return int(k.shape[2]), int(k.shape[3])
+    k = params["synthesis/deconv_0/kernel"]                  # transposed: (k, k, out = N, in = M)
     return int(k.shape[2]), int(k.shape[3])
 
 

@@ -30,7 +30,8 @@ from models.cli import ArgumentParser, one_line_errors
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = ROOT / "training" / "campaign.yaml"
-LOG = ROOT / "training" / "campaign.csv"
+from training.gate import LOG  # noqa: E402 - one owner of the log's path
+
 COLUMNS = ["date", "cpu", "backend", "dtype", "model", "step_from", "step_to", "cpu_hours", "heldout_bpp",
            "heldout_psnr", "exported"]
 

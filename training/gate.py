@@ -32,6 +32,7 @@ from models.cli import ArgumentParser, one_line_errors
 
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "training.campaign gate"
+LOG = ROOT / "training" / "campaign.csv"         # the campaign log (training/campaign.py writes its rows)
 
 
 def heldout_images(crop: int) -> list[tuple[str, np.ndarray]]:
@@ -140,7 +141,6 @@ def _main(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.campaign import LOG
     p = ArgumentParser(prog=f"python -m {PROG}", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", help="the model (its state is STATE_DIR/NAME.npz, its target the registry's)")
