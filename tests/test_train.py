@@ -136,7 +136,7 @@ def test_auto_rate_moves_target_toward_coded_rate():
 
 def test_learning_rate_schedule():
     from training.config import TrainConfig
-    from training.train import learning_rate
+    from training.schedule import learning_rate
     cfg = TrainConfig(lr=1e-3, warmup_steps=100, steps=1000, lr_decay_at=[0.5, 0.9])
     seen = [float(learning_rate(cfg, s)) for s in (0, 99, 400, 600, 950)]
     assert seen == pytest.approx([1e-5, 1e-3, 1e-3, 1e-4, 1e-5], rel=1e-5)

@@ -16,7 +16,6 @@ import csv
 import datetime
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import numpy as np
 import yaml
 
 from models.cli import ArgumentParser, one_line_errors
+from training import cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = ROOT / "training" / "campaign.yaml"
@@ -34,21 +34,6 @@ from training.gate import LOG  # noqa: E402 - one owner of the log's path
 
 COLUMNS = ["date", "cpu", "backend", "dtype", "model", "step_from", "step_to", "cpu_hours", "heldout_bpp",
            "heldout_psnr", "exported"]
-
-
-def cpu_model() -> str:
-    """The CPU's model name and its bf16/VNNI/AMX flags: figures from another machine are not comparable."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    tags = [f for f in ("avx512_bf16", "avx512_vnni", "amx_bf16") if f in flags]
-    return f"{name} x{os.cpu_count()}" + (f" ({' '.join(tags)})" if tags else "")
 
 
 def load_plan(path: Path) -> dict:
@@ -111,7 +96,7 @@ def log_stint(args, job: dict, step_from: int, seconds: float) -> dict:
     cfg = C.load(ROOT / job["config"])
     run = (meta.get("runs") or [{}])[-1]
     bpp, psnr = heldout(params, cfg)
-    row = {"date": datetime.date.today().isoformat(), "cpu": cpu_model(), "backend": run.get("backend", "jax"),
+    row = {"date": datetime.date.today().isoformat(), "cpu": cpu.model(), "backend": run.get("backend", "jax"),
            "dtype": run.get("compute_dtype", ""), "model": job["name"], "step_from": step_from,
            "step_to": meta["step"], "cpu_hours": round(seconds * (os.cpu_count() or 1) / 3600, 3),
            "heldout_bpp": round(bpp, 4), "heldout_psnr": round(psnr, 3), "exported": "no"}

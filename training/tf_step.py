@@ -191,7 +191,9 @@ class Trainer:
 
     def device_name(self) -> str:
         import tensorflow as tf
-        return f"TF {tf.__version__} CPU ({'oneDNN' if _onednn_on() else 'Eigen'})"
+
+        from training.cpu import onednn_on
+        return f"TF {tf.__version__} CPU ({'oneDNN' if onednn_on() else 'Eigen'})"
 
     # -- the step ------------------------------------------------------------------------------------------
     def _build(self):
@@ -247,14 +249,12 @@ class Trainer:
         return np.stack(pending)
 
     def compile(self, state, eval_shapes: list[tuple]) -> float:
-        """Trace the step and the evaluation before the clock starts (one dry step on saved state)."""
+        """Trace the step and the evaluation before the clock starts (tracing runs nothing: state is untouched)."""
         t = time.time()
         if self._step_fn is None:
             self._build()
-        saved = (self.host_params(None), self.host_leaves(None))
         self._step_fn.get_concrete_function()
         self._eval_fn.get_concrete_function()
-        self.place(*saved)
         return time.time() - t
 
     def reconstruct(self, state, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -274,30 +274,3 @@ class Trainer:
             bpp.append(float(b))
             psnr.append(psnr_from_mse(float(m)))
         return bpp, psnr
-
-
-def _onednn_on() -> bool:
-    """TF 2.14 turns oneDNN on by default on CPUs with AVX512-VNNI (or AMX); TF_ENABLE_ONEDNN_OPTS overrides."""
-    import os
-    env = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    if env is not None:
-        return env not in ("0", "false", "False")
-    return bool(cpu_flags() & {"avx512_vnni", "amx_tile", "avx512_bf16"})
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def native_bf16() -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16); elsewhere bf16 is emulated and
-    slower than float32."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})

@@ -29,7 +29,7 @@ import numpy as np
 
 from evaluation.datasets import KODAK
 from evaluation.metrics import psnr_from_mse
-from training.schedule import learning_rate  # noqa: F401 - the schedule both steps follow
+from training.schedule import learning_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 FETCH_EVERY = 25          # steps between host reads of the metrics (the only host sync in the loop)
@@ -158,7 +158,7 @@ def choose_backend(args, cfg) -> str:
 def resolve_dtype(cfg, backend: str) -> None:
     """compute_dtype 'auto': bfloat16 where the CPU computes it natively (TF backend), else float32."""
     if cfg.compute_dtype == "auto":
-        from training.tf_step import native_bf16
+        from training.cpu import native_bf16
         cfg.compute_dtype = "bfloat16" if backend == "tf" and native_bf16() else "float32"
 
 
