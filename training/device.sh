@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The accelerator runbook (training/README.md), one verb per step:
 #   training/device.sh aside                  here: delete the tracked weight files so the tree travels (< 64 MiB)
-#   on the device: bash training/device.sh train CONFIG SECONDS [extra training.train flags]  (device-pack/ travels in)
+#   on the device: bash training/device.sh train CONFIG SECONDS [extra training.train flags]  (device-pack/ travels in;
+#   the JAX step: the CPU dry run of the runbook exercises the code the accelerator runs)
 #   training/device.sh restore                here: put the weight files back (git checkout)
 #   training/device.sh import DIR NAME        here: returned files -> runs/NAME/ckpt + models/checkpoints/NAME.npz
 # PACK (default device-pack, built by `python -m training.device_pack`) and OUT (the folder whose files come
@@ -35,7 +36,7 @@ case "${1:-}" in
     [ -d "$pack/kodak" ] && kodak=(--kodak "$pack/kodak")
     PYTHONUNBUFFERED=1 PYTHONPATH="$root" exec "$py" -m training.train --config "$cfg" --out "$out" \
       --state-dir "$pack/state" "${kodak[@]}" "${resume[@]}" --set "train_dir=$pack/train" \
-      --set rate_probe=estimated --max-seconds "$secs" --no-export --no-progress --log-every 200 \
+      --set rate_probe=estimated --backend jax --max-seconds "$secs" --no-export --no-progress --log-every 200 \
       --checkpoint-seconds 120 --curve-seconds 30 "$@" ;;
   import)
     [ $# -eq 3 ] || die "usage: training/device.sh import DIR NAME"
