@@ -21,7 +21,7 @@ def plan(tmp_path_factory) -> Path:
     for f in sorted(TRAIN.glob("bsd_*.jpg"))[:8]:
         Image.open(f).convert("RGB").resize((128, 96)).save(data / (f.stem + ".png"))
     (d / "tiny.yaml").write_text(f"inherit: {ROOT / 'training' / 'configs' / 'tiny.yaml'}\nname: ctiny\n"
-                                 f"train_dir: {data}\nvalidate_every: 1000\n")
+                                 f"train_dir: {data}\nvalidate_every: 3\n")
     (d / "plan.yaml").write_text(f"settings:\n  min_minutes: 0\n  nice: 0\njobs:\n"
                                  f"  - name: ctiny\n    config: {d / 'tiny.yaml'}\n    until: 6\n"
                                  f"    lr: 3.0e-3\n    decay_from: 4\n")
@@ -40,6 +40,7 @@ def test_campaign_trains_logs_and_resumes(plan):
     assert (row["model"], row["step_from"], row["step_to"], row["exported"]) == ("ctiny", "0", "6", "no")
     assert row["backend"] == "tf" and float(row["heldout_bpp"]) > 0 and float(row["heldout_psnr"]) > 5
     assert "lr_decay_at" in (plan / "runs" / "ctiny" / "train.log").read_text()
+    assert '"probe": "coded"' in (plan / "runs" / "ctiny" / "train.log").read_text()   # validated mid-run
     assert list((plan / "runs" / "ctiny" / "tb").iterdir())                       # TensorBoard events
     r = run_cli(args)                                                            # done: nothing more to train
     assert r.returncode == 0 and "done (step 6 of 6)" in r.stdout
