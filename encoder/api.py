@@ -10,13 +10,16 @@ from rate_control.search import DEFAULT_AIM, Choice, Unreachable, search
 class Encoder:
     """Holds the model cache so that batch work pays TensorFlow start-up once."""
 
-    def __init__(self, registry: str | None = None, aim: float = DEFAULT_AIM, refine: int = 0):
+    def __init__(self, registry: str | None = None, aim: float = DEFAULT_AIM, refine: int = 0,
+                 refine_dtype: str = "auto"):
         """`refine`: latent-refinement steps after the rate search (encoder/refine.py); 0 is off, the fast
-        mode tools use. The CLI's default is encoder.refine.DEFAULT_ITERS."""
+        mode tools use. The CLI's default is encoder.refine.DEFAULT_ITERS. `refine_dtype`: "auto", "float32"
+        or "bfloat16", the refinement's convolutions (encoder.refine.resolve_dtype)."""
         from encoder.encode import EncoderModels
         from models.runtime import configure
         configure()
         self.models = EncoderModels(registry)
+        self.models.refine_dtype = refine_dtype
         self.aim = aim
         self.refine = refine
 

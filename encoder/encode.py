@@ -157,8 +157,9 @@ class Analysed:
             if not lam > 0:
                 return None
             dec = self.model.dec
+            dtype = self.model.owner.refine_dtype if self.model.owner is not None else "auto"
             r = refine_latents(dec.synthesis, dec.intnet, dec.z_table, rgb, self.y, self.model.hyper_analyse(self.y),
-                               delta_code, lam, bit_budget, iters)
+                               delta_code, lam, bit_budget, iters, compute_dtype=dtype)
             z_bytes, mu_q, log2_sigma_q = self.model.side_info(r.z)
             return replace(self, y=r.y, z_bytes=z_bytes, mu_q=mu_q, log2_sigma_q=log2_sigma_q), r
 
@@ -198,6 +199,7 @@ class EncoderModels(ModelStore):
     def __init__(self, registry=None, stages: Stages | None = None):
         super().__init__(registry)
         self.stages = stages                  # optional instrumentation (models/stages.py), read at each step
+        self.refine_dtype = "auto"            # the refinement's convolution dtype (encoder.refine.resolve_dtype)
         self._enc: dict[str, EncoderModel] = {}
 
     def encoder_model(self, entry: Entry) -> EncoderModel:

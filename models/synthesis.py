@@ -76,14 +76,18 @@ class Synthesis:
         for v, w in zip(self.variables, weights):
             v.assign(np.asarray(w, np.float32))
 
-    def steps(self) -> list[tuple[str, str, tuple[int, ...], Callable]]:
-        """(name, kind, weight shape, fn) per step, named as SynthesisTransform's layers (profiling)."""
+    def steps(self, dtype=None) -> list[tuple[str, str, tuple[int, ...], Callable]]:
+        """(name, kind, weight shape, fn) per step, named as SynthesisTransform's layers (profiling).
+        `dtype` (e.g. tf.bfloat16) runs the transposed convolutions in it, the inverse GDN and what passes
+        between steps staying float32: the encoder's refinement steps use it; the decoder never does."""
         import tensorflow as tf
         out, vs = [], list(self.variables)
         for i in range(STAGES):
             (kernel, bias), vs = vs[:2], vs[2:]
-            out.append((f"deconv_{i}", "deconv", tuple(kernel.shape),
-                        functools.partial(deconv, tf, kernel=kernel, bias=bias)))
+            fn = functools.partial(deconv, tf, kernel=kernel, bias=bias)
+            if dtype is not None:
+                fn = functools.partial(_deconv_in, tf, dtype, kernel, bias)
+            out.append((f"deconv_{i}", "deconv", tuple(kernel.shape), fn))
             if i < STAGES - 1:
                 (beta, gamma), vs = vs[:2], vs[2:]
                 out.append((f"igdn_{i}", "igdn", tuple(gamma.shape),
@@ -91,8 +95,8 @@ class Synthesis:
         out.append(("uncentre", "add", (), lambda x: x + 0.5))
         return out
 
-    def __call__(self, y):
-        for _, _, _, fn in self.steps():
+    def __call__(self, y, dtype=None):
+        for _, _, _, fn in self.steps(dtype):
             y = fn(y)
         return y
 
@@ -103,6 +107,12 @@ def deconv(tf, x, *, kernel, bias):
     out = tf.stack([shape[0], shape[1] * 2, shape[2] * 2, kernel.shape[2]])
     y = tf.compat.v1.nn.conv2d_transpose(x, kernel, out, (1, 2, 2, 1), padding="SAME", data_format="NHWC")
     return tf.nn.bias_add(y, bias, data_format="NHWC")
+
+
+def _deconv_in(tf, dtype, kernel, bias, x):
+    """deconv computed in `dtype`, float32 in and out."""
+    y = deconv(tf, tf.cast(x, dtype), kernel=tf.cast(kernel, dtype), bias=tf.cast(bias, dtype))
+    return tf.cast(y, tf.float32)
 
 
 def gdn_value(tf, variable, minimum: float):

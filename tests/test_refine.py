@@ -63,6 +63,26 @@ def test_refined_stream_stays_in_band_and_never_decodes_worse(encoder, tiny_regi
     _check_guarantees(c, plain, rgb, target, tiny_registry)
 
 
+def test_refinement_dtype_follows_the_cpu(monkeypatch):
+    """bf16 only where the CPU computes it natively and oneDNN runs; an explicit dtype is kept."""
+    from models import cpu
+    for native, onednn, want in [(True, True, "bfloat16"), (True, False, None), (False, True, None)]:
+        monkeypatch.setattr(cpu, "native_bf16", lambda n=native: n)
+        monkeypatch.setattr(cpu, "onednn_on", lambda o=onednn: o)
+        assert R.resolve_dtype("auto") == want
+    assert R.resolve_dtype("float32") is None and R.resolve_dtype(None) is None
+    assert R.resolve_dtype("bfloat16") == "bfloat16"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_refinement_in_either_dtype_keeps_the_guarantees(tiny_registry, dtype):
+    from encoder.api import Encoder
+    enc = Encoder(str(tiny_registry), refine=20, refine_dtype=dtype)
+    rgb = kodak_crop()
+    plain = search(rgb, 0.25, enc.models)
+    _check_guarantees(enc.encode(rgb, 0.25), plain, rgb, 0.25, tiny_registry)
+
+
 def test_refinement_is_reproducible(encoder):
     rgb = kodak_crop()
     assert search(rgb, 0.12, encoder.models, refine=10).data == search(rgb, 0.12, encoder.models, refine=10).data

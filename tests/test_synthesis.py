@@ -52,6 +52,17 @@ def test_plain_synthesis_equals_keras_bit_for_bit(n, m):
         assert np.array_equal(plain(tf.constant(y)).numpy(), keras(y).numpy())   # eager
 
 
+def test_bfloat16_convolutions_stay_close_and_keep_float32_out():
+    """The refinement's fast path: deconvs in bf16, float32 between steps; close to float32, not equal."""
+    n, m = 16, 24
+    plain = Synthesis(_keras(n, m, seed=5).get_weights(), n, m)
+    y = tf.constant((np.random.default_rng(2).standard_normal((1, 4, 5, m)) * 4).astype(np.float32))
+    ref, fast = plain(y).numpy(), plain(y, tf.bfloat16)
+    assert fast.dtype == tf.float32 and fast.shape == ref.shape
+    err = np.abs(fast.numpy() - ref)
+    assert 0 < err.max() < 0.05 * max(np.abs(ref).max(), 1.0)
+
+
 def test_steps_compose_to_the_whole_and_weights_round_trip():
     n, m = 8, 12
     keras = _keras(n, m, seed=3)

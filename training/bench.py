@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import jax
 
-    from training.cpu import native_bf16
+    from models.cpu import native_bf16
     from training.validate import tf_available
     on_cpu = jax.default_backend() == "cpu"
     backends = [args.backend] if args.backend else (["tf", "jax"] if on_cpu and tf_available() else ["jax"])

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from models import cpu
 from models.cli import ArgumentParser, one_line_errors
-from training import cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = ROOT / "training" / "campaign.yaml"

@@ -192,7 +192,7 @@ class Trainer:
     def device_name(self) -> str:
         import tensorflow as tf
 
-        from training.cpu import onednn_on
+        from models.cpu import onednn_on
         return f"TF {tf.__version__} CPU ({'oneDNN' if onednn_on() else 'Eigen'})"
 
     # -- the step ------------------------------------------------------------------------------------------

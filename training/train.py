@@ -158,7 +158,7 @@ def choose_backend(args, cfg) -> str:
 def resolve_dtype(cfg, backend: str) -> None:
     """compute_dtype 'auto': bfloat16 where the CPU computes it natively (TF backend), else float32."""
     if cfg.compute_dtype == "auto":
-        from training.cpu import native_bf16
+        from models.cpu import native_bf16
         cfg.compute_dtype = "bfloat16" if backend == "tf" and native_bf16() else "float32"
 
 

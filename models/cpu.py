@@ -1,4 +1,5 @@
-"""What this CPU is and computes natively: the campaign log records it, the trainer picks bf16 from it.
+"""What this CPU is and computes natively: the campaign log records it; the trainer and the
+encoder's refinement pick bf16 from it.
 
 bf16 figures from one machine do not carry to another: without AVX512-BF16 (or AMX) bf16 is
 emulated and slower than float32.
