@@ -62,3 +62,31 @@ def test_gate_compares_at_equal_rate_and_within_the_noise():
     better = [{"bpp": 1.0, "psnr": s["psnr"] + 0.1 + 0.01 * (i % 2)} for i, s in enumerate(shipped)]
     r = compare(shipped, better)
     assert r["gain_db"] == pytest.approx(0.105) and r["se_db"] < 0.01
+
+
+def test_the_card_draws_the_campaign_log_as_curves_against_cpu_hours(tmp_path):
+    """Rows that continue each other form one curve with cumulative CPU-hours; a row that restarts from an
+    earlier step (an experiment) is a curve of its own; the card section has the plot and every row."""
+    from training.campaign import COLUMNS
+    from training.card import campaign_lines, campaign_series
+    base = {"date": "2026-12-03", "cpu": "x", "backend": "tf", "dtype": "bfloat16", "heldout_bpp": "1.9",
+            "exported": "no"}
+    rows = [dict(base, model="t200", step_from="100", step_to="200", cpu_hours="0.5", heldout_psnr="32.0"),
+            dict(base, model="t200", step_from="200", step_to="300", cpu_hours="0.25", heldout_psnr="32.5",
+                 exported="yes"),
+            dict(base, model="t200", step_from="100", step_to="300", cpu_hours="1.0", heldout_psnr="32.4"),
+            dict(base, model="t100", step_from="0", step_to="50", cpu_hours="0.1", heldout_psnr="30.0")]
+    chains = campaign_series(rows)
+    assert [(c["model"], c["steps"], c["hours"]) for c in chains] == [
+        ("t200", [100, 200, 300], [0.0, 0.5, 0.75]), ("t200", [100, 300], [0.0, 1.0]), ("t100", [0, 50], [0.0, 0.1])]
+    assert chains[0]["exported"] == [False, False, True]
+    log = tmp_path / "campaign.csv"
+    with log.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    (tmp_path / "models").mkdir()
+    lines = campaign_lines(log, tmp_path / "MODEL_CARD.md")
+    assert "![campaign curves](models/campaign.png)" in lines and (tmp_path / "models" / "campaign.png").stat().st_size
+    assert sum(line.startswith("| 2026-12-03 |") for line in lines) == len(rows)
+    assert campaign_lines(tmp_path / "missing.csv", tmp_path / "MODEL_CARD.md") == []

@@ -103,6 +103,83 @@ def _curve_png(name: str, history: list[dict], out: Path) -> Path | None:
     return path
 
 
+def campaign_series(rows: list[dict]) -> list[dict]:
+    """The campaign log as curves: per model, chains of rows that continue each other (a row's step_from is the
+    previous row's step_to), each point at its cumulative CPU-hours since the chain's first row began."""
+    chains: list[dict] = []
+    for r in rows:
+        model, lo, hi = r["model"], int(r["step_from"]), int(r["step_to"])
+        chain = next((c for c in reversed(chains) if c["model"] == model and c["steps"][-1] == lo), None)
+        if chain is None:
+            chain = {"model": model, "dtype": r["dtype"], "hours": [0.0], "steps": [lo], "psnr": [None],
+                     "bpp": [None], "exported": [False]}
+            chains.append(chain)
+        chain["hours"].append(chain["hours"][-1] + float(r["cpu_hours"]))
+        chain["steps"].append(hi)
+        chain["psnr"].append(float(r["heldout_psnr"]) if r["heldout_psnr"] else None)
+        chain["bpp"].append(float(r["heldout_bpp"]) if r["heldout_bpp"] else None)
+        chain["exported"].append(r["exported"] == "yes")
+    return chains
+
+
+def _campaign_png(chains: list[dict], out: Path) -> Path | None:
+    """One panel per model (its rate sets its PSNR scale): held-out PSNR against CPU-hours, bpp beside."""
+    pts = [c for c in chains if any(v is not None for v in c["psnr"])]
+    if not pts:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    models = list(dict.fromkeys(c["model"] for c in pts))
+    cols = min(3, len(models))
+    rows = -(-len(models) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, model in zip(axes.flat, models):
+        for c in (c for c in pts if c["model"] == model):
+            keep = [i for i, v in enumerate(c["psnr"]) if v is not None]
+            xs = [c["hours"][i] for i in keep]
+            line, = ax.plot(xs, [c["psnr"][i] for i in keep], "o-",
+                            label=f"from step {c['steps'][0]}, {c['dtype']}")
+            for i in keep:
+                ax.annotate(f"{c['bpp'][i]:.3g}", (c["hours"][i], c["psnr"][i]), fontsize=6,
+                            textcoords="offset points", xytext=(3, -9))
+                if c["exported"][i]:
+                    ax.plot(c["hours"][i], c["psnr"][i], "*", ms=12, color=line.get_color())
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("CPU-hours since the chain began", fontsize=8)
+        ax.set_ylabel("held-out PSNR-RGB (dB)", fontsize=8)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(models):]:
+        ax.axis("off")
+    fig.suptitle("Training campaign (training/campaign.csv): Δ = 1, labels are coded bpp; ★ exported", fontsize=10)
+    fig.tight_layout()
+    path = out / "campaign.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def campaign_lines(log: Path, out: Path) -> list[str]:
+    """The card's campaign section: the curves against CPU-hours and the log's rows."""
+    import csv
+    if not log.exists():
+        return []
+    rows = list(csv.DictReader(log.open()))
+    if not rows:
+        return []
+    lines = ["", "## Training campaign", "",
+             "`python -m training.campaign` trains down `training/campaign.yaml`; each stint appends a row to "
+             "`training/campaign.csv`, measured on the held-out training photographs (256² crops, Δ = 1). A model "
+             "replaces the shipped one only through the gate (`python -m training.campaign gate NAME`)."]
+    png = _campaign_png(campaign_series(rows), out.parent / "models")
+    if png:
+        lines += ["", f"![campaign curves]({png.relative_to(out.parent)})"]
+    keys = list(rows[0])
+    lines += ["", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(r[k] for k in keys) + " |" for r in rows]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; any failure is one line on stderr (models.cli)."""
     return one_line_errors(PROG, lambda: _main(argv))
@@ -166,6 +243,8 @@ def _main(argv: list[str] | None) -> int:
                     lines.append(f"| {h['step']} | {h['coded_bpp_mean']:.4f} | {h['coded_psnr']:.2f} | "
                                  f"{h['val_est_bpp']:.4f} |")
         lines += _runs_lines(meta.get("runs", []))
+    from training.gate import LOG
+    lines += campaign_lines(LOG, out)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
     return 0
