@@ -83,6 +83,8 @@ class ModelCache(ModelStore):
             from decoder.jax_synthesis import JaxSynthesis
             model.synthesis = JaxSynthesis(model.synthesis.get_weights(), model.widths["num_filters"],
                                            model.widths["latent_channels"])
+        else:
+            model.synthesis = TracedSynthesis(model.synthesis)
         return model
 
     def get(self, header: Header) -> DecoderModel:
@@ -91,6 +93,30 @@ class ModelCache(ModelStore):
     def slices(self, header: Header):
         """The model's integer slice networks (bitstream v3, models/charm.py), or None for a v2 model."""
         return self.slice_nets(entry_for(header, self))
+
+
+class TracedSynthesis:
+    """models.synthesis.Synthesis run as one tf.function whose input leaves height and width open.
+
+    Eagerly the synthesis creates ~180 tensors per call, and under Python 3.11 every eager tensor
+    TensorFlow 2.14 creates keeps ~40 bytes for good (tensorflow#62551): a `--dir` batch grew ~8 MiB per
+    1000 streams. Traced, a call creates two (its input and output) and never retraces for a new size.
+    Same ops on the same variables, so the same float32 output (tests/test_batch.py, the goldens) and
+    `set_weights` still takes effect. Called with a tensor, returns numpy (as JaxSynthesis does), so the
+    caller's indexing makes no further tensors.
+    """
+
+    def __init__(self, synthesis):
+        import tensorflow as tf
+        self.plain = synthesis
+        spec = tf.TensorSpec([1, None, None, synthesis.shapes[0][3]], tf.float32)
+        self._fn = tf.function(synthesis.__call__, input_signature=[spec], autograph=False)
+
+    def __call__(self, y) -> np.ndarray:
+        return self._fn(y).numpy()
+
+    def __getattr__(self, name: str):
+        return getattr(self.plain, name)          # variables, shapes, steps, get_weights, set_weights
 
 
 def entry_for(header: Header, models: ModelStore) -> Entry:

@@ -198,7 +198,12 @@ class RangeEncoder:
 
 
 class RangeDecoder:
-    """Inverse of RangeEncoder; every call to `take` is bounded (index range, escape budget) before its work."""
+    """Inverse of RangeEncoder; every call to `take` is bounded (index range, escape budget) before its work.
+
+    Each `take` is one traced call (`_traced`) instead of a dozen eager ops: under Python 3.11 every eager
+    tensor TensorFlow 2.14 creates keeps ~40 bytes for good (tensorflow#62551), which made a long `--dir`
+    batch grow without end (evaluation/BENCH.md, "Batch memory"). The ops and their order are as before.
+    """
 
     too_many = "{n_esc} escapes in {n} symbols (limit {limit})"
 
@@ -206,35 +211,18 @@ class RangeDecoder:
         tf, tfc = _ops()
         self.table, self._tf, self._tfc = table, tf, tfc
         with tf.device("/CPU:0"):
-            self.handle = tfc.create_range_decoder(tf.constant(data, tf.string), table.coder_cdf)
-
-    def _take(self, rows: np.ndarray) -> np.ndarray:
-        if not rows.size:
-            return np.zeros(0, np.int64)
-        tf = self._tf
-        with tf.device("/CPU:0"):
-            self.handle, s = self._tfc.entropy_decode_index(self.handle, rows.astype(np.int32), tf.shape(rows), tf.int32)
-        return s.numpy().astype(np.int64)
+            self.handle = tfc.create_range_decoder(tf.constant(data, tf.string), _tensors(table)[0])
 
     def take(self, indexes: np.ndarray) -> np.ndarray:
         """The symbols of one `add`, in the shape of indexes; raises CorruptStream where a bound breaks."""
-        t = self.table
         idx = np.asarray(indexes, np.int32)
         flat = idx.reshape(-1)
-        t.check_indexes(flat)
-        bins = self._take(flat)
-        esc = np.flatnonzero(bins == t.length[flat] - 1)
-        if esc.size > max_escapes(flat.size):
-            raise CorruptStream(self.too_many.format(n_esc=esc.size, n=flat.size, limit=max_escapes(flat.size)))
-        below = self._take(np.full(esc.size, t.rows)).astype(bool)
-        nbits = self._take(np.full(esc.size, t.rows + 1)) + 1
-        owner, pos = _bit_positions(nbits)
-        bits = self._take(np.full(owner.size, t.rows))
-        lo, hi = t.regular_range(flat)
-        sym = lo + bins
-        excess = (np.int64(1) << (nbits - 1)) + np.bincount(owner, weights=bits << pos, minlength=esc.size).astype(np.int64)
-        sym[esc] = np.where(below, lo[esc] - excess, hi[esc] + excess)
-        return sym.reshape(idx.shape).astype(np.int32)
+        self.table.check_indexes(flat)
+        if not flat.size:
+            return np.zeros(idx.shape, np.int32)
+        with self._tf.device("/CPU:0"):
+            self.handle, packed = _traced()["take"](self.handle, _with_limit(flat), _tensors(self.table)[1])
+        return _symbols(self.table, flat, packed.numpy(), self.too_many).reshape(idx.shape)
 
     def finish(self) -> None:
         """Raises CorruptStream unless the range decoder ended exactly at the end of its substream."""
@@ -242,6 +230,84 @@ class RangeDecoder:
             ok = bool(self._tfc.entropy_decode_finalize(self.handle).numpy())
         if not ok:
             raise CorruptStream("range decoder did not end at the end of its substream")
+
+
+def _symbols(t: CdfTable, flat: np.ndarray, packed: np.ndarray, too_many: str) -> np.ndarray:
+    """Symbols from one take's packed result [bins, below, bit lengths - 1, payload bits, escapes]."""
+    n = flat.size
+    n_esc = int(packed[-1])
+    if n_esc > max_escapes(n):
+        raise CorruptStream(too_many.format(n_esc=n_esc, n=n, limit=max_escapes(n)))
+    bins = packed[:n].astype(np.int64)
+    below = packed[n:n + n_esc].astype(bool)
+    nbits = packed[n + n_esc:n + 2 * n_esc].astype(np.int64) + 1
+    bits = packed[n + 2 * n_esc:-1].astype(np.int64)
+    esc = np.flatnonzero(bins == t.length[flat] - 1)
+    owner, pos = _bit_positions(nbits)
+    lo, hi = t.regular_range(flat)
+    sym = lo + bins
+    excess = (np.int64(1) << (nbits - 1)) + np.bincount(owner, weights=bits << pos, minlength=esc.size).astype(np.int64)
+    sym[esc] = np.where(below, lo[esc] - excess, hi[esc] + excess)
+    return sym.astype(np.int32)
+
+
+def _with_limit(flat: np.ndarray) -> np.ndarray:
+    """The rows of one take with its escape budget appended: one input tensor instead of two."""
+    return np.append(flat, np.int32(max_escapes(flat.size))).astype(np.int32)
+
+
+def _tensors(table: CdfTable):
+    """(coder CDF, row lengths) of a table as tensors, made once per table (not once per stream)."""
+    got = table.__dict__.get("_tensors")
+    if got is None:
+        tf, _ = _ops()
+        with tf.device("/CPU:0"):
+            got = (tf.constant(table.coder_cdf), tf.constant(table.length))
+        object.__setattr__(table, "_tensors", got)
+    return got
+
+
+_TRACED: dict = {}
+
+
+def _traced() -> dict:
+    """The traced range-decoder steps, built once per process: 'take' (handle, rows + budget, lengths) ->
+    (handle, packed) and 'decode' (substream, rows + budget, coder CDF, lengths) -> packed + [finalize ok].
+
+    A take decodes the bins, counts the escapes and, only when they are within the budget, decodes their
+    sides, bit lengths and payload bits: the same ops, in the same order, as the eager calls were."""
+    if _TRACED:
+        return _TRACED
+    tf, tfc = _ops()
+
+    def take(handle, rows_limit, length):
+        rows, limit = rows_limit[:-1], rows_limit[-1]
+        handle, bins = tfc.entropy_decode_index(handle, rows, tf.shape(rows), tf.int32)
+        n_esc = tf.reduce_sum(tf.cast(tf.equal(bins, tf.gather(length, rows) - 1), tf.int32))
+        bit_row = tf.size(length)
+
+        def escapes():
+            h, below = tfc.entropy_decode_index(handle, tf.fill([n_esc], bit_row), [n_esc], tf.int32)
+            h, lens = tfc.entropy_decode_index(h, tf.fill([n_esc], bit_row + 1), [n_esc], tf.int32)
+            payload = tf.reduce_sum(lens)
+            h, bits = tfc.entropy_decode_index(h, tf.fill([payload], bit_row), [payload], tf.int32)
+            return h, tf.concat([below, lens, bits], 0)
+
+        def refused():                       # over budget: nothing more is decoded (CorruptStream follows)
+            return tf.identity(handle), tf.zeros([0], tf.int32)
+        handle, rest = tf.cond(n_esc <= limit, escapes, refused)
+        return handle, tf.concat([bins, rest, [n_esc]], 0)
+
+    def decode(data, rows_limit, cdf, length):
+        handle, packed = take(tfc.create_range_decoder(data, cdf), rows_limit, length)
+        ok = tf.cast(tfc.entropy_decode_finalize(handle), tf.int32)
+        return tf.concat([packed, [ok]], 0)
+
+    vec = tf.TensorSpec([None], tf.int32)
+    _TRACED["take"] = tf.function(take, input_signature=[tf.TensorSpec([], tf.variant), vec, vec], autograph=False)
+    _TRACED["decode"] = tf.function(decode, input_signature=[tf.TensorSpec([], tf.string), vec, vec, vec],
+                                    autograph=False)
+    return _TRACED
 
 
 def encode(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) -> bytes:
@@ -261,10 +327,22 @@ def encode(symbols: np.ndarray, indexes: np.ndarray, table: CdfTable) -> bytes:
 
 
 def decode(data: bytes, indexes: np.ndarray, table: CdfTable) -> np.ndarray:
-    """Inverse of encode; raises CorruptStream if the stream does not parse exactly or breaks a bound."""
+    """Inverse of encode; raises CorruptStream if the stream does not parse exactly or breaks a bound.
+
+    One traced call decodes the whole substream (three tensors per call instead of ~a dozen eager ones,
+    see RangeDecoder); the result is what RangeDecoder's take + finish return."""
     idx = np.asarray(indexes, np.int32)
     table.check_indexes(idx)              # before the range decoder is built, as decode always did
-    dec = RangeDecoder(data, table)
-    sym = dec.take(idx)
-    dec.finish()
-    return sym
+    flat = idx.reshape(-1)
+    if not flat.size:                     # nothing to take: only the end-of-substream check
+        dec = RangeDecoder(data, table)
+        dec.finish()
+        return np.zeros(idx.shape, np.int32)
+    tf, _ = _ops()
+    cdf, length = _tensors(table)
+    with tf.device("/CPU:0"):
+        packed = _traced()["decode"](tf.constant(data, tf.string), _with_limit(flat), cdf, length).numpy()
+    out = _symbols(table, flat, packed[:-1], RangeDecoder.too_many)
+    if not packed[-1]:
+        raise CorruptStream("range decoder did not end at the end of its substream")
+    return out.reshape(idx.shape)
