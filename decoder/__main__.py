@@ -4,6 +4,9 @@
   python -m decoder --dir INDIR OUTDIR        # every *.bit/*.bits -> OUTDIR/<stream name>.png
 
 Errors are one line on stderr and a non-zero exit; no partial output is left.
+With --dir a bad stream is one line naming it and the rest are decoded ("N of M streams failed",
+exit 1); a full or read-only OUTDIR stops at once. Re-running the same command resumes: PNGs already
+there and valid are kept (--force decodes all again); SIGTERM stops between two files (exit 143).
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="synthesis backend: tf (default, CPU) or jax (any device JAX finds; needs jax installed)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0 = library default)")
     p.add_argument("--info", action="store_true",
-                   help="print a JSON line per stream: header, parse-integer hashes (symbols; v3: y_hat_q), timing")
+                   help="print a JSON line per stream: header, parse-integer hashes (symbols; v3: y_hat_q), timing "
+                        "(with --dir every stream is decoded, as with --force)")
+    p.add_argument("--force", action="store_true",
+                   help="with --dir, decode every stream again, also those whose PNG is already there and valid")
     return p.parse_args(argv)
 
 
@@ -86,24 +92,33 @@ def _run(args: argparse.Namespace) -> int:
     from decoder import decode as D
     limits = D.Limits(max_pixels=args.max_pixels)
     models = D.ModelCache(args.registry, backend=args.backend)
-    failed = 0
-    it = streams
-    if args.dir and not args.info:
-        from tqdm import tqdm
-        it = tqdm(streams, desc="decoding", unit="stream", file=sys.stderr)
-    for src in it:
-        dst = out_dir / (src.stem + ".png") if out_dir else Path(args.output)
-        try:
-            _decode_one(src, dst, models, limits, args.info)
-        except D.DecodeError as e:
-            if not args.dir:
-                raise
-            failed += 1
-            print(f"{PROG}: {src.name}: {e}", file=sys.stderr)
-    if failed:
-        print(f"{PROG}: {failed} of {len(streams)} streams failed", file=sys.stderr)
-        return 1
-    return 0
+    if out_dir is None:
+        _decode_one(streams[0], Path(args.output), models, limits, args.info)
+        return 0
+    return _batch(args, streams, out_dir, models, limits)
+
+
+def _batch(args: argparse.Namespace, streams: list[Path], out_dir: Path, models, limits) -> int:
+    """Every stream of the folder (module docstring); models/batch.py keeps the account."""
+    from decoder.resume import decoded_already
+    from models.batch import Batch, Stopped, stop_on_sigterm
+    from models.pngio import remove_stale_temps
+    remove_stale_temps(out_dir)
+    batch = Batch(PROG, len(streams), "streams", desc="decoding")
+    again = args.force or args.info
+
+    def work(src: Path) -> bool:
+        dst = out_dir / (src.stem + ".png")
+        if not again and decoded_already(src, dst):
+            return False
+        _decode_one(src, dst, models, limits, args.info)
+        return True
+    try:
+        with stop_on_sigterm():
+            batch.run(streams, lambda s: s.name, work)
+    except Stopped:
+        return batch.stopped()
+    return batch.finish()
 
 
 if __name__ == "__main__":
