@@ -3,16 +3,18 @@
   python -m encoder in.png 0.25 out.bit
   python -m encoder IMAGES_DIR --targets all --out OUTDIR      # OUTDIR/<image>_<BR>.bit + rates.csv
 
-Exit status is 0 only if every stream lands within +-15 % of its target.
+Exit status is 0 only if every stream lands within +-15 % of its target (2 if one does not).
+In batch mode a bad image is one line naming it and the rest are encoded ("N of M images failed",
+exit 1); a full or read-only OUTDIR stops at once. Re-running the same command resumes: streams made
+from the same image with the same settings are kept (--force encodes all again); SIGTERM stops between
+two streams (exit 143). --shard K/N encodes share K of N of the images (encoder/batch.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: keep errors one line
@@ -66,6 +68,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="when the target is unreachable, write the closest stream anyway (exit status stays non-zero)")
     p.add_argument("--flatten-alpha", action="store_true", help="composite RGBA input on white instead of refusing it")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0 = library default)")
+    p.add_argument("--force", action="store_true",
+                   help="batch mode: encode every stream again, also those a re-run would keep")
+    from models.batch import add_shard_option
+    add_shard_option(p, "images (batch mode)")
     return p.parse_args(argv)
 
 
@@ -100,55 +106,6 @@ def _single(args: argparse.Namespace, encoder, rgb) -> int:
     return 0
 
 
-def _batch(args: argparse.Namespace, encoder, images: list[Path], out: Path) -> int:
-    from tqdm import tqdm
-
-    from encoder.imageio import InputError, load_rgb8
-    from models.pngio import write_bytes_atomic
-    from models.targets import rate_code
-    from rate_control.search import Unreachable, search
-    targets = parse_targets(args.targets)
-    rows, misses = [], 0
-    bar = tqdm(total=len(images) * len(targets), desc="encoding", unit="stream", file=sys.stderr)
-    for img in images:
-        try:
-            rgb = load_rgb8(img, args.flatten_alpha)
-        except InputError as e:
-            print(f"{PROG}: {e}", file=sys.stderr)
-            misses += len(targets)
-            bar.update(len(targets))
-            continue
-        for t in targets:
-            t0 = time.perf_counter()
-            name = f"{img.stem}_{rate_code(t)}.bit"
-            status = "ok"
-            try:
-                c = search(rgb, t, encoder.models, args.aim, refine=args.refine)
-            except Unreachable as e:
-                c, status = e.best, "unreachable"
-            written = status == "ok" or args.best_effort
-            if written:
-                write_bytes_atomic(out / name, c.data)
-            if not c.within_band:
-                misses += 1
-            rows.append({"image": img.name, "target": f"{t:.2f}", "bpp": f"{c.bpp:.5f}",
-                         "deviation_pct": f"{c.deviation * 100:+.2f}", "within_band": int(c.within_band),
-                         "status": status, "written": int(written), "stream": name if written else "",
-                         "bytes": len(c.data), "model": c.model, "delta_code": c.delta_code,
-                         "analyses": c.analyses, "probes": c.probes,
-                         "refine_db": f"{c.refinement.gain_db:.3f}" if c.refinement else "",
-                         "seconds": f"{time.perf_counter() - t0:.3f}"})
-            bar.set_postfix(last=f"{c.bpp:.3f}/{t:.2f}", misses=misses)
-            bar.update(1)
-    bar.close()
-    with open(out / "rates.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    print(f"{len(rows) - misses} of {len(rows)} streams within +-15 %; rates in {out / 'rates.csv'}")
-    return 0 if misses == 0 else 2
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: exit 0 only if every stream is within the band; errors are one line."""
     args = _args(argv)
@@ -169,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
         parse_targets(args.targets)
         if not args.out:
             raise UsageError("batch mode needs --out OUTDIR")
-        images = image_paths(args.input)
+        images = args.shard.take(image_paths(args.input), key=lambda p: p.name)
         out = ensure_output_dir(args.out)
     else:
         parse_target(args.target)
@@ -179,7 +136,10 @@ def _run(args: argparse.Namespace) -> int:
     from models.runtime import configure
     configure(args.threads)
     enc = Encoder(args.registry, args.aim, args.refine)
-    return _batch(args, enc, images, out) if batch else _single(args, enc, rgb)
+    if batch:
+        from encoder.batch import run
+        return run(args, enc, images, out, PROG, parse_targets(args.targets))
+    return _single(args, enc, rgb)
 
 
 if __name__ == "__main__":
