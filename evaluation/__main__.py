@@ -2,6 +2,8 @@
 
 Rate-matches every codec to the challenge targets on every image, scores the
 results and writes per-image CSV, summary, BD-rate table, RD plots and report.md.
+`--shard K/N` evaluates share K of the images; `python -m evaluation merge DIR... --out OUTDIR`
+joins the shards' folders into the report one run would write (evaluation/shards.py).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--codecs ours --with evaluation/results/kodak")
     p.add_argument("--save-bitstreams", action="store_true",
                    help="also keep every chosen bitstream in OUTDIR/bitstreams/")
+    from models.batch import add_shard_option
+    add_shard_option(p, "images (after --limit); join the shards with `python -m evaluation merge`")
     return p.parse_args(argv)
 
 
@@ -62,6 +66,9 @@ def _targets(spec: str) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["merge"]:
+        from evaluation.shards import main as merge_main
+        return merge_main(list(sys.argv[2:] if argv is None else argv[1:]))
     args = parse_args(argv)
 
     def body() -> int:
@@ -94,9 +101,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     from evaluation.runner import list_images
 
-    images = list_images(images_dir, args.limit)
-    if not images:
+    all_images = list_images(images_dir, args.limit)
+    if not all_images:
         raise UsageError(f"no images (png/ppm/pnm/bmp/tif) in {images_dir}")
+    images = args.shard.take(all_images, key=lambda p: p.name)
     outdir = Path(args.out)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -146,14 +154,14 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.crop is not None and args.crop < 176:
         log.notes.append(f"--crop {args.crop} < 176: MS-SSIM (5 scales) is n/a for these images")
 
+    pre_notes = list(log.notes)
     total = len(runnable) * len(images) * len(targets)
     with tqdm(total=total, unit="pt", desc="evaluating", dynamic_ncols=True) as bar:
         rows = evaluate(runnable, images, targets, outdir, crop=args.crop, force=args.force, with_vmaf=with_vmaf,
                         log=log, progress=bar.update, save_bitstreams=args.save_bitstreams)
     wall = time.perf_counter() - t0
-    small = [r["image"] for r in rows if min(r["width"], r["height"]) < 176] if rows else []
-    if small and not any("MS-SSIM" in n for n in log.notes):
-        log.notes.append(f"{len(set(small))} image(s) smaller than 176 px on a side: MS-SSIM n/a for them")
+    from evaluation.shards import save_run, small_images_note, title
+    small_images_note(rows, log.notes)
     if earlier:
         rows += earlier
         codec_info = {k: codec_info[k] for k in [*ALL_CODECS, *codec_info] if k in codec_info}
@@ -161,10 +169,19 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     tools = {"ffmpeg": {"path": ffmpeg.exe(), "version": ffmpeg.version()},
              "vmaf": {"computed": with_vmaf, "command": ffmpeg.vmaf_command()}}
     command = "python -m evaluation " + shlex.join(sys.argv[1:] if argv is None else argv)
-    title = f"{images_dir.name}: {len(images)} images" + (f", crop {args.crop}" if args.crop else "")
-    res = report.write_all(outdir, rows, codec_info, anchor=args.anchor, title=title, tools=tools, report_args=dict(
-        images_dir=str(images_dir), n_images=len(images), crop=args.crop, targets=targets,
-        failures=log.failures, notes=log.notes, wall_s=wall, command=command))
+    save_run(outdir, {"shard": [args.shard.k, args.shard.n], "images": [p.stem for p in images],
+                      "all_images": [p.stem for p in all_images], "targets": targets, "crop": args.crop,
+                      "anchor": args.anchor, "codec_info": codec_info, "tools": tools, "images_dir": str(images_dir),
+                      "pre_notes": pre_notes, "rows": rows, "points": log.points, "wall_s": wall, "command": command})
+    if not rows:
+        print(f"shard {args.shard}: no images in this share; {outdir / 'run.json'} written for the merge")
+        return 0
+    shard = "" if args.shard.whole else f" (shard {args.shard} of {len(all_images)})"
+    res = report.write_all(outdir, rows, codec_info, anchor=args.anchor,
+                           title=title(str(images_dir), len(images), args.crop) + shard, tools=tools,
+                           report_args=dict(images_dir=str(images_dir), n_images=len(images), crop=args.crop,
+                                            targets=targets, failures=log.failures, notes=log.notes, wall_s=wall,
+                                            command=command))
 
     print(f"\n{log.computed} points computed, {log.cache_hits} from cache, {len(log.failures)} failed; "
           f"{wall:.1f} s")

@@ -45,6 +45,13 @@ class RunLog:
     notes: list[str] = field(default_factory=list)
     cache_hits: int = 0
     computed: int = 0
+    # (image, codec, target, "note" | "failure", text) of what one point said: a merge of shards puts them
+    # back in the order one run would have (evaluation/shards.py)
+    points: list[tuple[str, str, float, str, str]] = field(default_factory=list)
+
+    def point(self, image: str, codec: str, target: float, text: str, failure: bool = False) -> None:
+        (self.failures if failure else self.notes).append(text)
+        self.points.append((image, codec, target, "failure" if failure else "note", text))
 
 
 def list_images(folder: Path, limit: int | None = None) -> list[Path]:
@@ -110,15 +117,15 @@ def score(ref: np.ndarray, dec: np.ndarray, with_vmaf: bool) -> dict[str, float]
             **{f"jai_{n}": jai.get(n, math.nan) for n in metrics.JPEG_AI_NAMES}}
 
 
-def _warm_up(codec: Codec, rgb: np.ndarray, log: RunLog) -> None:
+def _warm_up(codec: Codec, rgb: np.ndarray, log: RunLog, image: str) -> None:
     """One untimed encode+decode of a small crop, so model loading is not billed to the first image."""
     try:
         small = np.ascontiguousarray(rgb[:256, :256])
         data, _ = codec.encode_target(small, 0.5)  # type: ignore[attr-defined]
         codec.decode(data, *small.shape[:2])
     except Exception as exc:  # noqa: BLE001
-        log.notes.append(f"{codec.name}: warm-up encode failed ({type(exc).__name__}: {exc}); "
-                         "first timing may include model loading")
+        log.point(image, codec.name, -1.0, f"{codec.name}: warm-up encode failed ({type(exc).__name__}: {exc}); "
+                  "first timing may include model loading")
 
 
 def evaluate(codecs: list[Codec], images: list[Path], targets: Iterable[float], outdir: Path, *,
@@ -152,7 +159,7 @@ def evaluate(codecs: list[Codec], images: list[Path], targets: Iterable[float], 
                     extra: dict[str, Any] = {}
                     if codec.rate_controlled:
                         if codec.name not in warmed:
-                            _warm_up(codec, rgb, log)
+                            _warm_up(codec, rgb, log, name)
                             warmed.add(codec.name)
                         t0 = time.perf_counter()
                         data, extra = codec.encode_target(rgb, target)  # type: ignore[attr-defined]
@@ -162,8 +169,8 @@ def evaluate(codecs: list[Codec], images: list[Path], targets: Iterable[float], 
                         bpp = metrics.bpp(len(data), w, h)
                         inside = within_band(bpp, target)
                         if abs(extra.get("reported_bpp", bpp) - bpp) > 1e-6:
-                            log.notes.append(f"{codec.name} / {name} / {target:.2f}: encoder reported "
-                                             f"{extra['reported_bpp']:.5f} bpp, file size gives {bpp:.5f}")
+                            log.point(name, codec.name, target, f"{codec.name} / {name} / {target:.2f}: encoder "
+                                      f"reported {extra['reported_bpp']:.5f} bpp, file size gives {bpp:.5f}")
                     else:
                         if trials is None:
                             trials = TrialCache(lambda k, im=rgb, c=codec: c.encode(im, k), w, h)
@@ -177,7 +184,8 @@ def evaluate(codecs: list[Codec], images: list[Path], targets: Iterable[float], 
                            "enc_s": enc_s, "dec_s": dec_s, "calls": calls, "bytes": len(data),
                            "width": w, "height": h, **{f"ours_{k}": v for k, v in extra.items()}}
                 except Exception as exc:  # noqa: BLE001 - one bad point must not kill a long run
-                    log.failures.append(f"{codec.name} / {name} / {target:.2f} bpp: {type(exc).__name__}: {exc}")
+                    log.point(name, codec.name, target, f"{codec.name} / {name} / {target:.2f} bpp: "
+                              f"{type(exc).__name__}: {exc}", failure=True)
                     if progress:
                         progress(1)
                     continue
