@@ -1,7 +1,7 @@
 """ratelock conformance suite: the pre-submission check.
 
   python -m conformance IMAGES_DIR [--targets all|0.25,...] [--report OUTDIR] [--quick]
-                                   [--registry PATH] [--exclusions FILE]
+                                   [--registry PATH] [--exclusions FILE] [--shard K/N]
 
 Checks, in order: rate (+-15 % on disk), determinism (encode/decode repeat,
 runtime configurations), parity (CPU/GPU, float perturbation of the parse
@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "package's own")
     p.add_argument("--keep-work", action="store_true", help="keep decoded images and robustness cases under OUTDIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from models.batch import add_shard_option
+    add_shard_option(p, "images and robustness cases (the golden check runs in share 0); every share must pass")
     return p
 
 
@@ -104,7 +106,7 @@ def options(args: argparse.Namespace):
                 exclusions=Path(args.exclusions) if args.exclusions else None, quick=args.quick, checks=checks,
                 seed=args.seed, cases=args.cases, case_timeout=args.case_timeout, mem_limit_gb=args.mem_limit_gb,
                 keep_work=args.keep_work, progress=not args.no_progress, configs=configs,
-                gpu_backend=args.gpu_backend, refine=args.refine)
+                gpu_backend=args.gpu_backend, refine=args.refine, shard=(args.shard.k, args.shard.n))
     if args.golden_dir:
         o.golden_dir = Path(args.golden_dir)
     if args.kodak:
@@ -121,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         opts = options(args)
         opts.command = "python -m conformance " + shlex.join(argv)
         from encoder.imageio import image_paths
-        image_paths(opts.images_dir)           # "no images" is a usage error
+        images = image_paths(opts.images_dir)  # "no images" is a usage error
+        if not args.shard.take(images, key=lambda p: p.name):
+            raise UsageError(f"--shard {args.shard}: no images in this share ({len(images)} images in all)")
         from models.weights import load_registry
         load_registry(opts.registry)
         checked.append(opts)

@@ -353,13 +353,15 @@ def check(ctx, decoder_main: str = "decoder.__main__:main", cli: tuple[str, ...]
     n = ctx.opts.cases or (QUICK_CASES if ctx.opts.quick else FULL_CASES)
     bases = base_streams(ctx)
     cases = mutate.generate(bases, n, ctx.opts.seed, registry_hashes(ctx.registry), ROBUST_MAX_PIXELS)
+    k, shards = getattr(ctx.opts, "shard", (0, 1))
+    cases = [c for i, c in enumerate(cases) if i % shards == k]      # --shard: this share, ids as in the whole set
     work = ctx.work / "robustness"
     bar = ctx.bar(len(cases), "robustness")
     results, starts = run_cases(cases, work, ctx.opts.registry, decoder_main=decoder_main,
                                 case_timeout=ctx.opts.case_timeout, mem_limit_gb=ctx.opts.mem_limit_gb, bar=bar)
     bar.close()
     t_worker = time.perf_counter() - t0
-    cli_cases = pick_cli_cases(cases, QUICK_CLI if ctx.opts.quick else FULL_CLI)
+    cli_cases = pick_cli_cases(cases, QUICK_CLI if ctx.opts.quick else FULL_CLI) if k == 0 else []
     cli_results = run_cli_cases(cli_cases, work, ctx.opts.registry, cli=cli, mem_limit_gb=ctx.opts.mem_limit_gb,
                                 timeout=60.0 + 2 * ctx.opts.case_timeout)
     summarize(r, results, cli_results, ctx.opts.report_dir, cases)
