@@ -16,6 +16,7 @@ import csv
 import datetime
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -88,8 +89,9 @@ def append_row(path: Path, row: dict) -> None:
         w.writerow(row)
 
 
-def log_stint(args, job: dict, step_from: int, seconds: float) -> dict:
-    """The campaign log's row for one stint, measured on the state it left."""
+def log_stint(args, job: dict, step_from: int, cpu_seconds: float) -> dict:
+    """The campaign log's row for one stint, measured on the state it left. `cpu_seconds` is the trainer's own
+    CPU time (user + system): on a machine shared with foreground work, wall time x cores overstates it."""
     from training import config as C
     from training import state
     params, meta = state.load(Path(args.state_dir) / f"{job['name']}.npz")
@@ -98,10 +100,16 @@ def log_stint(args, job: dict, step_from: int, seconds: float) -> dict:
     bpp, psnr = heldout(params, cfg)
     row = {"date": datetime.date.today().isoformat(), "cpu": cpu.model(), "backend": run.get("backend", "jax"),
            "dtype": run.get("compute_dtype", ""), "model": job["name"], "step_from": step_from,
-           "step_to": meta["step"], "cpu_hours": round(seconds * (os.cpu_count() or 1) / 3600, 3),
+           "step_to": meta["step"], "cpu_hours": round(cpu_seconds / 3600, 3),
            "heldout_bpp": round(bpp, 4), "heldout_psnr": round(psnr, 3), "exported": "no"}
     append_row(Path(args.log), row)
     return row
+
+
+def _children_cpu_seconds() -> float:
+    """User + system CPU seconds of the children this process has waited for."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 class Campaign:
@@ -140,16 +148,17 @@ class Campaign:
             if self.args.dry_run:
                 print(" ".join(cmd))
                 continue
-            t = time.time()
+            before = _children_cpu_seconds()
             with open(Path(self.args.runs_dir) / f"{job['name']}.out", "a") as out:
                 self.child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                               preexec_fn=lambda: os.nice(nice))
                 rc = self.child.wait()
             self.child = None
+            cpu_seconds = _children_cpu_seconds() - before
             if rc != 0:
                 self.say(f"{job['name']}: trainer exited {rc}; see {self.args.runs_dir}/{job['name']}.out")
                 return rc
-            row = log_stint(self.args, job, step, time.time() - t)
+            row = log_stint(self.args, job, step, cpu_seconds)
             self.say(f"{job['name']}: step {row['step_from']} -> {row['step_to']}, held-out "
                      f"{row['heldout_bpp']} bpp {row['heldout_psnr']} dB ({row['backend']}, {row['dtype']})")
         return 0
