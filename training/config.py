@@ -46,6 +46,8 @@ class TrainConfig:
     holdout_every: int = _p(30, "1 in this many training images (by name hash) is held out for validation")
     seed: int = _p(1, "seed for crops and initialisation")
     init_from: str = _p("", "resume-state .npz to initialise from (fine-tuning a base model)")
+    init_widen: bool = _p(False, "widen a narrower init_from to num_filters x latent_channels, function-preserving "
+                                 "(training/widen.py), and go on from its step, R_t and beta")
     checkpoint_every: int = _p(500, "steps between checkpoints")
     validate_every: int = _p(2000, "steps between validation passes")
     val_crop: int = _p(256, "held-out images are centre-cropped to this size for validation")

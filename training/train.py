@@ -6,7 +6,8 @@ parallel over all local devices; multi-host with --coordinator), the same code.
 Resumes, nearest first, from:
 1. <out>/ckpt: the run's full checkpoint (parameters, Adam moments, R_t, beta);
 2. --state-dir/<name>.npz: the committed resume state (fp16 weights + step; Adam restarts);
-3. config `init_from`: a parent's committed state (fine-tuning; recorded as lineage);
+3. config `init_from`: a parent's committed state (fine-tuning; recorded as lineage); with
+   `init_widen`, the parent widened to the config's N and M (training/widen.py), continued at its step;
 4. a fresh initialisation.
 
 Writes into --out (default runs/<name>) as it goes, so a killed run still leaves them:
@@ -102,17 +103,29 @@ def resume_point(cfg, args, log) -> tuple[dict, list | None, dict]:
     for ckpt in (out / "ckpt", Path(args.resume) if args.resume else None):
         if ckpt is not None and checkpoint.exists(ckpt):
             params, leaves, meta = checkpoint.load(ckpt)
+            _check_widths(params, cfg, ckpt)
             loop.update({k: meta[k] for k in keep if k in meta})
             log.info("resumed checkpoint %s at step %d", ckpt, loop["step"])
             return params, leaves, loop
     state_path = Path(args.state_dir) / f"{cfg.name}.npz" if args.state_dir else None
     if state_path and state_path.exists():
         params, meta = state.load(state_path)
+        _check_widths(params, cfg, state_path)
         loop.update({k: meta[k] for k in keep if k in meta})
         log.info("resumed committed state %s at step %d (Adam moments restart)", state_path, loop["step"])
         return params, None, loop
+    if cfg.init_from and cfg.init_widen:
+        from training.widen import INIT_SCALE, continuation, widen
+        params, parent = state.load(ROOT / cfg.init_from)
+        params = widen(params, cfg.num_filters, cfg.latent_channels, cfg.seed)
+        meta = continuation(parent, cfg.init_from, cfg.num_filters, cfg.latent_channels, cfg.seed, INIT_SCALE, cfg.name)
+        loop.update({k: meta[k] for k in keep if k in meta})
+        log.info("initialised from %s (step %d) widened to N=%d M=%d; its step, R_t and beta go on",
+                 cfg.init_from, loop["step"], cfg.num_filters, cfg.latent_channels)
+        return params, None, loop
     if cfg.init_from:
         params, parent = state.load(ROOT / cfg.init_from)
+        _check_widths(params, cfg, cfg.init_from, "; init_widen: true widens a narrower parent")
         loop["lineage"] = [{"name": parent["config"]["name"], "state": cfg.init_from, "step": parent["step"],
                             "wall_seconds": parent.get("wall_seconds", 0.0)}] + parent.get("lineage", [])
         log.info("initialised from %s (step %d)", cfg.init_from, parent["step"])
@@ -121,6 +134,15 @@ def resume_point(cfg, args, log) -> tuple[dict, list | None, dict]:
     params = J.init(jax.random.PRNGKey(cfg.seed), cfg.num_filters, cfg.latent_channels)
     log.info("fresh initialisation (seed %d)", cfg.seed)
     return {k: np.asarray(v) for k, v in params.items()}, None, loop
+
+
+def _check_widths(params: dict, cfg, source, hint: str = "") -> None:
+    """A resume point's widths are the config's: the step's noise and the exports are built from the config."""
+    from models import network
+    n, m = network.widths_of(params)
+    if (n, m) != (cfg.num_filters, cfg.latent_channels):
+        raise ValueError(f"{source} holds N={n} M={m}, the config says N={cfg.num_filters} M={cfg.latent_channels}: "
+                         f"set num_filters and latent_channels to match{hint}")
 
 
 # -- the steps of main, in order --------------------------------------------------------------------------
