@@ -18,7 +18,7 @@ from evaluation.datasets import TRAIN  # noqa: E402
 from models import jax_transforms as J  # noqa: E402
 from models import network  # noqa: E402
 from models import tf_network as T  # noqa: E402
-from tests.conftest import ROOT, kodak_crop, one_line_error, run_cli  # noqa: E402
+from tests.conftest import ROOT, kodak_crop  # noqa: E402
 from training import state  # noqa: E402
 from training import tf_step as TS  # noqa: E402
 from training import widen as W  # noqa: E402
@@ -130,13 +130,14 @@ def test_new_latents_get_gradient_under_ste_because_their_mu_is_not_zero(t200, c
     assert np.abs(_ste_gradient(dead, x, key)[..., m:]).max() == 0.0
 
 
-def test_widening_refuses_to_narrow_and_the_cli_says_so_in_one_line(tmp_path):
+def test_widening_refuses_to_narrow_and_the_cli_says_so_in_one_line(tmp_path, capsys):
     p = {k: np.asarray(v) for k, v in J.init(__import__("jax").random.PRNGKey(0), 8, 8).items()}
     with pytest.raises(ValueError, match="widths only grow"):
         W.widen(p, 4, 8)
-    r = run_cli(["-m", "training.widen", str(tmp_path / "missing.npz"), str(tmp_path / "out.npz"),
-                 "--num-filters", "12", "--latent-channels", "16"])
-    assert one_line_error(r).startswith("python -m training.widen: error:")
+    assert W.main([str(tmp_path / "missing.npz"), str(tmp_path / "out.npz"), "--num-filters", "12",
+                   "--latent-channels", "16"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("python -m training.widen: error:") and "Traceback" not in err[0]
 
 
 # -- training resumes at the new width; the codec takes it -----------------------------------------------------
@@ -247,3 +248,17 @@ def test_the_integer_hyper_synthesis_of_the_wide_t200_keeps_the_narrow_integers(
     m = NARROW[1]
     assert np.array_equal(mu_b[..., :m], mu_a) and np.array_equal(sig_b[..., :m], sig_a)
     assert np.all(sig_b[..., m:] == S.LOG2_MIN_Q) and np.abs(mu_b[..., m:]).max() < 64
+
+
+def test_the_device_pack_of_a_widening_run_carries_the_widened_parent(tiny, tmp_path):
+    """A fine-tune's first trip packs its parent as the resume state; with init_widen, the parent widened."""
+    from training import device_pack
+    data, narrow, _ = tiny
+    cfg = tmp_path / "w.yaml"
+    cfg.write_text(f"name: w\nnum_filters: 12\nlatent_channels: 16\ninit_from: {narrow}\ninit_widen: true\n"
+                   f"train_dir: {data}\n")
+    assert device_pack.main(["--config", str(cfg), "--out", str(tmp_path / "pack"), "--kodak", "", "--limit", "2",
+                             "--runs-dir", str(tmp_path / "runs"), "--state-dir", str(tmp_path / "none"),
+                             "--no-progress"]) == 0
+    params, meta = state.load(tmp_path / "pack" / "state" / "w.npz")
+    assert network.widths_of(params) == (12, 16) and meta["step"] == 5 and meta["lineage"][0]["widened"]["to"] == [12, 16]

@@ -33,8 +33,9 @@ def _lineage_line(meta: dict) -> str | None:
     chain = meta.get("lineage", [])
     if not chain:
         return None
-    path = " ← ".join(f"{p['name']} (step {p['step']})" for p in chain)
-    steps = meta.get("step", 0) + sum(p["step"] for p in chain)
+    path = " ← ".join(f"{p['name']} (step {p['step']}{', widened' if 'widened' in p else ''})" for p in chain)
+    # A widened parent's steps are this model's own first steps (training/widen.py continues its step count).
+    steps = meta.get("step", 0) + sum(p["step"] for p in chain if "widened" not in p)
     wall = meta.get("wall_seconds", 0.0) + sum(p.get("wall_seconds", 0.0) for p in chain)
     return (f"- Lineage: fine-tuned from {path}; cumulative {steps} steps, {wall / 3600:.2f} h on this machine "
             "including its parents.")

@@ -114,7 +114,11 @@ def _main(argv: list[str] | None) -> int:
         if path is not None and path.exists():
             params, meta = state.load(path)
             extra = {k: v for k, v in meta.items() if k not in ("step", "names", "config", "export")}
-            if path != committed:      # a fine-tune's first trip: start from the parent, recorded as lineage
+            if path != committed and cfg.init_widen:     # the parent widened, continued (training/widen.py)
+                from training.widen import widened_parent
+                params, cont = widened_parent(cfg)
+                extra, step = {k: v for k, v in cont.items() if k not in ("step", "config")}, cont["step"]
+            elif path != committed:      # a fine-tune's first trip: start from the parent, recorded as lineage
                 extra = {"lineage": [{"name": meta["config"]["name"], "state": cfg.init_from, "step": meta["step"],
                                       "wall_seconds": meta.get("wall_seconds", 0.0)}] + meta.get("lineage", []),
                          "history": [], "runs": []}

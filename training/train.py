@@ -115,10 +115,8 @@ def resume_point(cfg, args, log) -> tuple[dict, list | None, dict]:
         log.info("resumed committed state %s at step %d (Adam moments restart)", state_path, loop["step"])
         return params, None, loop
     if cfg.init_from and cfg.init_widen:
-        from training.widen import INIT_SCALE, continuation, widen
-        params, parent = state.load(ROOT / cfg.init_from)
-        params = widen(params, cfg.num_filters, cfg.latent_channels, cfg.seed)
-        meta = continuation(parent, cfg.init_from, cfg.num_filters, cfg.latent_channels, cfg.seed, INIT_SCALE, cfg.name)
+        from training.widen import widened_parent
+        params, meta = widened_parent(cfg)
         loop.update({k: meta[k] for k in keep if k in meta})
         log.info("initialised from %s (step %d) widened to N=%d M=%d; its step, R_t and beta go on",
                  cfg.init_from, loop["step"], cfg.num_filters, cfg.latent_channels)

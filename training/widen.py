@@ -47,6 +47,7 @@ from models import network
 from models.cli import ArgumentParser, one_line_errors
 
 PROG = "python -m training.widen"
+ROOT = Path(__file__).resolve().parent.parent
 INIT_SCALE = 0.05      # new incoming weights: this fraction of Glorot; new latents stay ~0.01-0.1, far below 1/2
 PRIOR_SLOPE = 20.0     # new z channels' logistic prior: P(z = 0) = tanh(5), 1.3e-4 bits
 FRESH_BETA = float(np.sqrt(1.0 + network.GDN_PEDESTAL))
@@ -153,6 +154,16 @@ def widen_state(src: Path, dst: Path, num_filters: int, latent_channels: int, se
     state.save(wide, meta["step"], Path(dst), meta["config"], {k: v for k, v in meta.items()
                                                                if k not in ("step", "config")})
     return meta
+
+
+def widened_parent(cfg) -> tuple[dict, dict]:
+    """(parameters, metadata) of a config's `init_from` widened to its N and M and continued: how a run with
+    `init_widen` starts (training/train.py, and training/device_pack.py for its first trip)."""
+    from training import state
+    params, parent = state.load(ROOT / cfg.init_from)
+    params = widen(params, cfg.num_filters, cfg.latent_channels, cfg.seed)
+    return params, continuation(parent, cfg.init_from, cfg.num_filters, cfg.latent_channels, cfg.seed, INIT_SCALE,
+                                cfg.name)
 
 
 def continuation(parent: dict, source: str, num_filters: int, latent_channels: int, seed: int,
