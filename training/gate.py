@@ -131,7 +131,8 @@ def _main(args) -> int:
             prefix = export(params, args.name, {"step": meta["step"], "trained": True, "config": meta["config"]},
                             Path(args.weights_dir))
             register(Path(args.registry), prefix, args.name, [target], True,
-                     f"{entry.get('note', '')} Campaign step {meta['step']}: gate {r['gain_db']:+.3f} dB".strip())
+                     "; ".join(filter(None, [entry.get("note", "").split("; campaign step")[0],
+                                              f"campaign step {meta['step']}: gate {r['gain_db']:+.3f} dB"])))
             before, after = state.slim(state_path, prefix)
             mark_exported(Path(args.log), args.name, int(meta["step"]))
             print(f"exported {prefix}.dec.npz ({W.file_hash(str(prefix) + '.dec.npz')}); state {before / 1e6:.1f} -> "
