@@ -7,6 +7,7 @@ Errors are one line on stderr and a non-zero exit; no partial output is left.
 With --dir a bad stream is one line naming it and the rest are decoded ("N of M streams failed",
 exit 1); a full or read-only OUTDIR stops at once. Re-running the same command resumes: PNGs already
 there and valid are kept (--force decodes all again); SIGTERM stops between two files (exit 143).
+The streams decode in a worker process that is replaced when its memory has grown (decoder/worker.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: keep errors one line
@@ -43,25 +43,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                         "(with --dir every stream is decoded, as with --force)")
     p.add_argument("--force", action="store_true",
                    help="with --dir, decode every stream again, also those whose PNG is already there and valid")
+    from models.cli import non_negative_int
+    p.add_argument("--recycle", type=non_negative_int, default=1000, metavar="N",
+                   help="with --dir, decode in a worker process and replace it every N streams if its memory has "
+                        "grown (default 1000; 0: decode in this process)")
     return p.parse_args(argv)
-
-
-def _decode_one(src: Path, dst: Path, models, limits, info: bool) -> None:
-    from decoder import decode as D
-    from models.pngio import write_png_atomic
-    t0 = time.perf_counter()
-    data = D.read_stream(src, limits)
-    parsed = D.parse(data, models, limits)
-    model = models.get(parsed.header)
-    rgb = D.to_uint8(D.synthesize(model.synthesis, D.dequantize(parsed)), parsed.header.width, parsed.header.height)
-    write_png_atomic(dst, rgb)
-    if info:
-        h = parsed.header
-        print(json.dumps({"stream": str(src), "output": str(dst), "width": h.width, "height": h.height,
-                          "target_index": h.target_index, "model": model.entry.name, "delta_code": h.delta_code,
-                          "bytes": len(data), "bpp": 8 * len(data) / (h.width * h.height),
-                          "symbols_sha256_16": parsed.symbol_hash(), "integers": parsed.integer_hashes(),
-                          "seconds": round(time.perf_counter() - t0, 4)}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,19 +73,62 @@ def _run(args: argparse.Namespace) -> int:
         if not streams[0].is_file():
             raise FileNotFoundError(f"{args.input}: no such file")
         check_writable(args.output)
+    if out_dir is not None and args.recycle:
+        from models.weights import load_registry
+        load_registry(args.registry)             # a bad registry is one line here, not one per stream
+        return _batch(args, streams, out_dir, _in_worker(args))
+    decode = _in_process(args)
+    if out_dir is None:
+        decode(streams[0], Path(args.output))
+        return 0
+    return _batch(args, streams, out_dir, decode)
+
+
+def _in_process(args: argparse.Namespace):
+    """decode(src, dst) in this process."""
     from models.runtime import configure
     configure(args.threads)
     from decoder import decode as D
+    from decoder.worker import decode_file
     limits = D.Limits(max_pixels=args.max_pixels)
     models = D.ModelCache(args.registry, backend=args.backend)
-    if out_dir is None:
-        _decode_one(streams[0], Path(args.output), models, limits, args.info)
-        return 0
-    return _batch(args, streams, out_dir, models, limits)
+
+    def decode(src: Path, dst: Path) -> None:
+        info = decode_file(src, dst, models, limits, args.info)
+        if info is not None:
+            print(json.dumps(info), flush=True)
+    decode.close = lambda signum=None: None
+    return decode
 
 
-def _batch(args: argparse.Namespace, streams: list[Path], out_dir: Path, models, limits) -> int:
+class StreamFailed(ValueError):
+    """A stream the worker could not decode; its message is the worker's one line."""
+
+
+def _in_worker(args: argparse.Namespace):
+    """decode(src, dst) in a worker process (decoder/worker.py); TensorFlow never loads in this one."""
+    from decoder.worker import Pool
+    from models.pngio import OutputError
+    wargs = ["--max-pixels", str(args.max_pixels), "--backend", args.backend, "--threads", str(args.threads)]
+    wargs += (["--registry", args.registry] if args.registry else []) + (["--info"] if args.info else [])
+    pool = Pool(wargs, args.recycle)
+
+    def decode(src: Path, dst: Path) -> None:
+        reply = pool.decode(src, dst)
+        if not reply["ok"]:
+            if reply.get("output_errno") is not None:
+                raise OutputError(reply["error"], reply["output_errno"])
+            raise StreamFailed(reply["error"])
+        if reply.get("info") is not None:
+            print(json.dumps(reply["info"]), flush=True)
+    decode.close = pool.close
+    return decode
+
+
+def _batch(args: argparse.Namespace, streams: list[Path], out_dir: Path, decode) -> int:
     """Every stream of the folder (module docstring); models/batch.py keeps the account."""
+    import signal
+
     from decoder.resume import decoded_already
     from models.batch import Batch, Stopped, stop_on_sigterm
     from models.pngio import remove_stale_temps
@@ -111,13 +140,18 @@ def _batch(args: argparse.Namespace, streams: list[Path], out_dir: Path, models,
         dst = out_dir / (src.stem + ".png")
         if not again and decoded_already(src, dst):
             return False
-        _decode_one(src, dst, models, limits, args.info)
+        decode(src, dst)
         return True
     try:
         with stop_on_sigterm():
             batch.run(streams, lambda s: s.name, work)
     except Stopped:
+        decode.close(signal.SIGTERM)             # the worker's file in progress finishes or is removed
         return batch.stopped()
+    except BaseException:
+        decode.close(signal.SIGTERM)
+        raise
+    decode.close()
     return batch.finish()
 
 

@@ -27,6 +27,10 @@ T = TypeVar("T")
 SIGTERM_STATUS = 128 + signal.SIGTERM          # what a shell reports for a process ended by SIGTERM
 
 
+class Fatal(Exception):
+    """An error that stops the batch (every later item would fail the same way); one line."""
+
+
 class Stopped(BaseException):
     """SIGTERM arrived; raised where the batch is, so a file being written is removed (a BaseException,
     so no per-item `except Exception` takes it for a bad item)."""
@@ -86,8 +90,9 @@ def add_shard_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def destination_error(e: BaseException) -> bool:
-    """True for an error of the output folder itself (full, read-only, not ours): the batch must stop."""
-    return isinstance(e, OutputError) and e.errno in DESTINATION_ERRNOS
+    """True for an error of the output folder itself (full, read-only, not ours), or a Fatal one: the batch
+    must stop."""
+    return isinstance(e, Fatal) or isinstance(e, OutputError) and e.errno in DESTINATION_ERRNOS
 
 
 class Batch:
