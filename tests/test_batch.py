@@ -54,13 +54,14 @@ def reference(streams, tiny_registry, tmp_path_factory) -> dict[str, bytes]:
     """The PNG bytes one clean --dir run writes: what every interrupted or concurrent run must end with."""
     from decoder.__main__ import main
     out = tmp_path_factory.mktemp("reference")
-    assert main(["--dir", str(streams), str(out), "--registry", str(tiny_registry)]) == 0
+    assert main(["--dir", str(streams), str(out), "--registry", str(tiny_registry), "--recycle", "0"]) == 0
     return {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))}
 
 
-def _decode(args: list[str], registry: Path) -> int:
+def _decode(args: list[str], registry: Path, worker: bool = False) -> int:
+    """The decoder's main() here; in this process unless `worker` (then as --dir runs by default)."""
     from decoder.__main__ import main
-    return main([*args, "--registry", str(registry)])
+    return main([*args, "--registry", str(registry), *([] if worker else ["--recycle", "0"])])
 
 
 def _complete_pngs(folder: Path) -> dict[str, bytes]:
@@ -88,7 +89,9 @@ def _stderr_lines(text: str) -> list[str]:
 
 # -- a bad stream or image never stops a batch -------------------------------------------------------------
 
-def test_bad_streams_are_one_line_each_and_the_rest_decode(streams, reference, tiny_registry, tmp_path, capsys):
+@pytest.mark.parametrize("worker", [False, True], ids=["in-process", "worker"])
+def test_bad_streams_are_one_line_each_and_the_rest_decode(streams, reference, tiny_registry, tmp_path, capsys,
+                                                            worker):
     src = tmp_path / "in"
     src.mkdir()
     for p in sorted(streams.glob("*.bit"))[:4]:
@@ -97,7 +100,7 @@ def test_bad_streams_are_one_line_each_and_the_rest_decode(streams, reference, t
     (src / "cut.bit").write_bytes(good[:len(good) // 2])
     (src / "junk.bits").write_bytes(b"\x00" * 64)
     out = tmp_path / "out"
-    assert _decode(["--dir", str(src), str(out)], tiny_registry) == 1
+    assert _decode(["--dir", str(src), str(out)], tiny_registry, worker) == 1
     lines = _stderr_lines(capsys.readouterr().err)
     assert len(lines) == 3 and "Traceback" not in "".join(lines), lines
     assert lines[0].startswith("python -m decoder: cut.bit: ") and lines[1].startswith("python -m decoder: junk.bits: ")
@@ -174,6 +177,49 @@ def test_encoder_rerun_keeps_streams_and_rates_csv_stays_consistent(tiny_registr
     capsys.readouterr()
     assert main(argv + ["--aim", "0.01"]) in (0, 2)                    # other settings: nothing is kept
     assert "kept" not in capsys.readouterr().out
+
+
+# -- the worker process --------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_grown_worker_is_replaced_and_the_output_is_the_same(streams, reference, tiny_registry, tmp_path,
+                                                               monkeypatch):
+    import decoder.worker as W
+    starts = []
+    real = W.Pool._start
+    monkeypatch.setattr(W, "GROWTH", 0.0)                  # any RSS counts as grown
+    monkeypatch.setattr(W.Pool, "_start", lambda self: starts.append(1) or real(self))
+    out = tmp_path / "out"
+    assert _decode(["--dir", str(streams), str(out), "--recycle", "5"], tiny_registry, worker=True) == 0
+    assert len(starts) == 3 and _complete_pngs(out) == reference
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_costs_only_its_stream(streams, reference, tiny_registry, tmp_path, monkeypatch, capsys):
+    import decoder.worker as W
+    real = W.Pool.decode
+    sent = {"n": 0}
+
+    def decode(self, src, dst):
+        sent["n"] += 1
+        if sent["n"] == 4:                                 # the worker dies on the 4th stream (OOM killer, a crash)
+            proc, answer = self.proc, self.proc.stdout.readline
+
+            def readline():
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return answer()
+            proc.stdout.readline = readline
+        return real(self, src, dst)
+    monkeypatch.setattr(W.Pool, "decode", decode)
+    out = tmp_path / "out"
+    assert _decode(["--dir", str(streams), str(out)], tiny_registry, worker=True) == 1
+    lines = _stderr_lines(capsys.readouterr().err)
+    assert lines == ["python -m decoder: s03.bit: the decoder process ended on this stream (signal 9); the rest go "
+                     "on in a new one", "python -m decoder: 1 of 12 streams failed"]
+    assert set(_complete_pngs(out)) == set(reference) - {"s03.png"}
+    assert _decode(["--dir", str(streams), str(out)], tiny_registry, worker=True) == 0
+    assert _complete_pngs(out) == reference
 
 
 # -- SIGTERM and SIGKILL ----------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ peak over the first 1,000. The folder is `--distinct` small streams of mixed siz
 shipped models, cycled: every model, every latent size from 16 to 320 px), linked `--streams` times under
 new names, so the decoder sees a folder of that many streams. A janitor removes the PNGs behind it, so
 disk use stays small. The decoder runs from `--root` (default this checkout; a worktree of an older commit
-measures the code before a change) with the same driver. Prints a table; writes samples.csv and
+measures the code before a change) with the same driver. RSS is the decoder's and its worker's together
+(decoder/worker.py); the driver samples it twice a second. Prints a table; writes samples.csv and
 soak.json into --out.
 """
 
@@ -35,10 +36,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--streams", type=int, default=100_000, help="streams in the batch (default 100000)")
     p.add_argument("--distinct", type=int, default=400, help="distinct streams, cycled (default 400)")
-    p.add_argument("--sizes", default="16-320", help="side lengths in px, MIN-MAX (default 16-320)")
+    p.add_argument("--sizes", default="16-512", help="side lengths in px, MIN-MAX (default 16-512: 64 latent sizes)")
     p.add_argument("--every", type=int, default=1000, help="report RSS every this many streams (default 1000)")
     p.add_argument("--root", default=str(ROOT), help="checkout whose decoder runs (default: this one)")
     p.add_argument("--registry", default=None, help="model registry (default: the checkout's)")
+    p.add_argument("--decoder-args", default="", help="more arguments for the decoder, e.g. '--recycle 0'")
     p.add_argument("--work", default=None, help="folder for the streams (default: a temp folder, removed)")
     p.add_argument("--out", default=str(ROOT / "runs" / "soak"), help="samples.csv and soak.json (default runs/soak)")
     p.add_argument("--make", metavar="DIR", help=argparse.SUPPRESS)      # child: make the distinct streams
@@ -77,6 +79,24 @@ def _status(pid: int) -> dict[str, int]:
     return out
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _tree(pid: int) -> tuple[dict[str, int], list[int]]:
+    """RSS and peak of the decoder and its worker(s) together (decoder/worker.py), and the workers' pids."""
+    st, kids = _status(pid), _children(pid)
+    for k in kids:
+        ks = _status(k)
+        for key in ("VmRSS", "VmHWM"):
+            st[key] = st.get(key, 0) + ks.get(key, 0)
+    return st, kids
+
+
 def _sweep(out: Path) -> int:
     """Remove finished PNGs (never a temp file being written); how many."""
     n = 0
@@ -112,14 +132,15 @@ def soak(args: argparse.Namespace, work: Path) -> dict:
     for i in range(args.streams):
         os.symlink(srcs[i % len(srcs)], folder / f"s{i:07d}.bit")
     cmd = [sys.executable, "-m", "decoder", "--dir", str(folder), str(out)] + \
-        (["--registry", args.registry] if args.registry else [])
+        (["--registry", args.registry] if args.registry else []) + args.decoder_args.split()
     t0 = time.perf_counter()
     err_path = work / "stderr.txt"
     with open(err_path, "w") as err_file:       # a file, not a pipe: a chatty decoder must never block on it
         proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=err_file)
-    samples, done, next_report = [], 0, args.every
+    samples, done, next_report, workers = [], 0, args.every, set()
     while True:
-        st = _status(proc.pid)
+        st, kids = _tree(proc.pid)
+        workers.update(kids)
         done += _sweep(out)
         if st:
             samples.append((round(time.perf_counter() - t0, 1), done, st.get("VmRSS", 0), st.get("VmHWM", 0)))
@@ -137,7 +158,7 @@ def soak(args: argparse.Namespace, work: Path) -> dict:
     return {"command": " ".join(cmd), "root": str(root), "streams": args.streams, "distinct": args.distinct,
             "sizes": args.sizes, "decoded": done, "returncode": proc.returncode, "stderr_tail": err[-2000:],
             "seconds": round(time.perf_counter() - t0, 1), "ru_maxrss_mib": usage.ru_maxrss // 1024,
-            "samples": samples}
+            "worker_processes": len(workers), "samples": samples}
 
 
 def figures(res: dict, first: int = 1000) -> dict:
@@ -145,7 +166,7 @@ def figures(res: dict, first: int = 1000) -> dict:
     s = res["samples"]
     early = [x for x in s if x[1] <= first] or s[:1]
     peak_first = max(x[3] for x in early)
-    peak_all = max(max(x[3] for x in s), res["ru_maxrss_mib"])
+    peak_all = max(x[3] for x in s)
     half = [x for x in s if x[1] >= res["decoded"] / 2]
     slope = ((half[-1][2] - half[0][2]) / max(half[-1][1] - half[0][1], 1) * 1000) if len(half) > 1 else float("nan")
     return {"peak_first_mib": peak_first, "peak_all_mib": peak_all, "ratio": round(peak_all / peak_first, 4),
@@ -178,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         (outdir / "soak.json").write_text(json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=1))
         f = res["figures"]
         print(f"{res['decoded']} of {res['streams']} streams decoded in {res['seconds']:.0f} s "
-              f"({f['streams_per_s']}/s), exit {res['returncode']}\n"
+              f"({f['streams_per_s']}/s), exit {res['returncode']}, {res['worker_processes']} worker process(es)\n"
               f"peak RSS over the first 1,000: {f['peak_first_mib']} MiB; over all: {f['peak_all_mib']} MiB "
               f"(x{f['ratio']}); RSS slope over the second half: {f['slope_mib_per_1000_second_half']} MiB/1000")
         return 0 if res["returncode"] == 0 and res["decoded"] == res["streams"] else 1
