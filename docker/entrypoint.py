@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -47,8 +48,17 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    sys.exit(128 + signum)
+
+
 def main() -> int:
     argv = sys.argv[1:]
+    if os.getpid() == 1:
+        # As a container's PID 1 a signal without a handler is ignored, so `docker stop` would wait its
+        # timeout and SIGKILL; exit as any other process would (the decoder's batch installs its own, which
+        # lets the PNG being written finish or go first).
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     tmp = next((d for d in (os.environ.get("TMPDIR"), "/tmp", "/dev/shm") if _writable(d)), None)
     private = None
     if not any(a in ("-h", "--help") for a in argv):

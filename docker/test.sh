@@ -150,3 +150,106 @@ rejected=$(( ${#streams[@]} - n ))
 say "OK: $n of ${#streams[@]} streams decode to byte-identical PNGs in the container (--network=none --read-only)$(
   [ "$rejected" = 0 ] || echo ", $rejected rejected by both (exit $host_rc)"); folder run \
 $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s incl. start-up; single-file run ($first, --ipc=none) identical too"
+
+# ---- batch in the container: a 4K stream and a 1,000-stream folder under --memory=2g -----------------
+# --read-only --network=none --memory=2g: the 4K stream and a folder of 1,000 streams (one of them corrupt)
+# decode byte-identically to the host; the corrupt one is one line and "1 of 1000 streams failed" (exit 1);
+# a SIGKILLed container (docker kill) leaves only whole PNGs, a SIGTERMed one (docker stop) exits 143, and
+# re-running the same command completes the folder. RATELOCK_DOCKER_BATCH=0 skips this part.
+[ "${RATELOCK_DOCKER_BATCH:-1}" = 1 ] || exit 0
+bt="$work/batch"
+mkdir -p "$bt/in4k" "$bt/in1k"
+"$py" - "$bt" "$registry" "$kodak" <<'EOF' || die "making the batch streams"
+import shutil, sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from encoder.api import Encoder
+bt, registry, kodak = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+files = sorted(kodak.glob("kodim*.png")) or sorted(Path("samples").glob("*.png"))
+tiles = [np.asarray(Image.open(f).convert("RGB")) for f in files[:12]]
+rng = np.random.default_rng(0)
+enc = Encoder(registry)
+n = len(enc.models.distinct_entries())
+big = np.zeros((2160, 3840, 3), np.uint8)                 # a 4K mosaic of photographs, not one upscaled
+for y in range(0, 2160, 256):
+    for x in range(0, 3840, 256):
+        t = tiles[(y // 256 * 15 + x // 256) % len(tiles)]
+        big[y:y + 256, x:x + 256] = t[:256, :256][:min(256, 2160 - y), :min(256, 3840 - x)]
+(bt / "in4k" / "mosaic_3840x2160.bit").write_bytes(enc.encode_fixed(big, n // 2, 128))
+distinct = bt / "distinct"
+distinct.mkdir()
+for i in range(40):                                        # mixed sizes, every model
+    t = tiles[i % len(tiles)]
+    h, w = (int(v) for v in rng.integers(16, min(320, *t.shape[:2]) + 1, 2))
+    (distinct / f"d{i:02d}.bit").write_bytes(enc.encode_fixed(np.ascontiguousarray(t[:h, :w]), i % n, 120 + i % 16))
+for k in range(25):
+    for f in sorted(distinct.glob("*.bit")):
+        shutil.copy(f, bt / "in1k" / f"c{k:02d}_{f.name}")
+bad = bt / "in1k" / "c00_d07.bit"
+bad.write_bytes(bad.read_bytes()[:-9])                     # truncated: one bad stream among 1,000
+EOF
+chmod 0755 "$bt" "$bt/in4k" "$bt/in1k"; chmod 0644 "$bt"/in4k/* "$bt"/in1k/*
+"$py" -m decoder --dir "$bt/in4k" "$bt/host4k" --registry "$registry" 2>"$work/host4k.err" || { cat "$work/host4k.err" >&2; die "host decode of the 4K stream"; }
+"$py" -m decoder --dir "$bt/distinct" "$bt/hostd" --registry "$registry" 2>"$work/hostd.err" || { cat "$work/hostd.err" >&2; die "host decode of the small streams"; }
+# the corrupt stream's PNG must not exist; every other c<k>_<d>.png must equal the host's <d>.png
+check_1k() {  # folder, expect_all(1|0) -> "complete identical missing"
+  "$py" - "$1" "$bt/hostd" "$2" <<'EOF'
+import sys
+from pathlib import Path
+from PIL import Image
+out, ref, expect_all = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
+pngs = sorted(out.glob("*.png"))
+for p in pngs:
+    with Image.open(p) as im:
+        im.load()                                              # a partial PNG raises here
+    assert p.read_bytes() == (ref / p.name.split("_", 1)[1]).read_bytes(), f"{p.name} differs from the host decode"
+assert not (out / "c00_d07.png").exists(), "the corrupt stream has a PNG"
+temps = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+assert not (expect_all and temps), f"temp files left: {temps}"
+assert not expect_all or len(pngs) == 999, f"{len(pngs)} PNGs, expected 999"
+print(len(pngs), len(temps))
+EOF
+}
+mkdir -p "$bt/ctr4k" "$bt/ctr1k" "$bt/kill1k"
+[ "$(id -u)" = 0 ] && chmod 0777 "$bt/ctr4k" "$bt/ctr1k" "$bt/kill1k"
+lim=(docker run --network=none --read-only --memory=2g --memory-swap=2g "${as[@]}")
+peak=(--entrypoint python3 "$image" -c 'import resource, subprocess, sys
+r = subprocess.run([sys.executable, "/opt/ratelock/entrypoint.py", *sys.argv[1:]])
+print(f"peak RSS {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024} MiB", file=sys.stderr)
+sys.exit(r.returncode)')
+t0=$(date +%s)
+"${lim[@]}" --rm -v "$bt/in4k:/in:ro" -v "$bt/ctr4k:/out" "${peak[@]}" --dir /in /out 2>"$work/ctr4k.err" \
+  || { cat "$work/ctr4k.err" >&2; die "4K decode in the container under --memory=2g"; }
+cmp -s "$bt/host4k/mosaic_3840x2160.png" "$bt/ctr4k/mosaic_3840x2160.png" || die "4K PNG differs from the host decode"
+say "4K stream (3840x2160) under --read-only --network=none --memory=2g: byte-identical, $(tail -1 "$work/ctr4k.err"), $(( $(date +%s) - t0 )) s"
+t0=$(date +%s)
+set +e
+"${lim[@]}" --rm -v "$bt/in1k:/in:ro" -v "$bt/ctr1k:/out" "${peak[@]}" --dir /in /out 2>"$work/ctr1k.err"
+rc=$?
+set -e
+[ "$rc" = 1 ] || { tail -5 "$work/ctr1k.err" >&2; die "1,000-stream folder: exit $rc, expected 1 (one corrupt stream)"; }
+grep -v '^peak RSS' "$work/ctr1k.err" >"$work/ctr1k.lines"
+[ "$(wc -l <"$work/ctr1k.lines")" = 2 ] && grep -q ': c00_d07.bit: ' "$work/ctr1k.lines" \
+  && grep -q '1 of 1000 streams failed' "$work/ctr1k.lines" || { cat "$work/ctr1k.lines" >&2; die "1,000-stream folder: stderr is not one line for the bad stream and the summary"; }
+check_1k "$bt/ctr1k" 1 >/dev/null || die "1,000-stream folder: outputs"
+say "1,000-stream folder under --memory=2g: 999 byte-identical PNGs, the corrupt one reported in one line, exit 1, $(tail -1 "$work/ctr1k.err"), $(( $(date +%s) - t0 )) s"
+# SIGKILL, then SIGTERM, then the same command to the end
+name="ratelock-batch-$$"
+for sig in KILL TERM; do
+  touch "$bt/mark"
+  "${lim[@]}" -d --name "$name" -v "$bt/in1k:/in:ro" -v "$bt/kill1k:/out" "$image" --dir /in /out --force >/dev/null
+  for _ in $(seq 600); do [ "$(find "$bt/kill1k" -name '*.png' -newer "$bt/mark" | wc -l)" -ge 20 ] && break; sleep 0.2; done
+  sleep "0.$((RANDOM % 9))"
+  if [ "$sig" = KILL ]; then docker kill "$name" >/dev/null; else docker stop -t 30 "$name" >/dev/null; fi
+  code=$(docker inspect -f '{{.State.ExitCode}}' "$name"); docker rm "$name" >/dev/null
+  [ "$sig" = TERM ] && [ "$code" != 143 ] && die "docker stop: exit $code, expected 143"
+  got=$(check_1k "$bt/kill1k" 0) || die "after SIG$sig: a partial or wrong PNG"
+  say "SIG$sig mid-batch (exit $code): $got PNG(s) and temp file(s), every PNG whole and identical"
+done
+set +e
+"${lim[@]}" --rm -v "$bt/in1k:/in:ro" -v "$bt/kill1k:/out" "$image" --dir /in /out 2>/dev/null
+rc=$?
+set -e
+[ "$rc" = 1 ] && check_1k "$bt/kill1k" 1 >/dev/null || die "re-run after SIGKILL/SIGTERM did not complete the folder (exit $rc)"
+say "OK: re-running the same command after SIGKILL and SIGTERM completed the folder (999 PNGs, no temp file left)"
