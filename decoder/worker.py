@@ -73,7 +73,8 @@ class Pool:
     def _start(self) -> subprocess.Popen:
         env = dict(os.environ)                   # this decoder's package first, wherever the parent runs from
         env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), *filter(None, [env.get("PYTHONPATH")])])
-        self.proc = subprocess.Popen([sys.executable, "-m", "decoder.worker", *self.args], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "decoder.worker", *self.args, "--parent", str(os.getpid())],
+                                     stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.count = self.ref = 0
         self.started += 1
@@ -128,14 +129,14 @@ class Pool:
 
 # -- the worker ------------------------------------------------------------------------------------------
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Linux: SIGKILL this worker when the parent dies, so a killed batch leaves no decoder running on."""
     try:
         import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:                                               # the parent is already gone
+    if parent and os.getppid() != parent:                               # the parent died before the line above
         sys.exit(1)
 
 
@@ -175,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="tf")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--info", action="store_true")
+    p.add_argument("--parent", type=int, default=0, help="the parent's pid (it may be 1, in a container)")
     args = p.parse_args(argv)
-    _die_with_parent()
+    _die_with_parent(args.parent)
     channel = os.fdopen(os.dup(1), "w", buffering=1)     # replies only: anything else printed goes to stderr
     os.dup2(2, 1)
     return one_line_errors(PROG, lambda: _serve(args, channel))
