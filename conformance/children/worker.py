@@ -24,7 +24,7 @@ A second mode, for the determinism and parity checks' separate-process decodes:
                                       --group STREAMS_DIR OUT_DIR REGISTRY [--group ...]
 
 calls the entry (the decoder's main(), or conformance.children.gpu_decode / jax_decode, which
-wrap it) once per group with `--dir STREAMS_DIR OUT_DIR --info [--threads N]
+wrap it) once per group with `--dir STREAMS_DIR OUT_DIR --info --recycle 0 [--threads N]
 [--registry REGISTRY]` ('-': the default registry), all in this one process, so
 TensorFlow starts once per runtime configuration however many registries the
 streams need (the suite's, and the bitstream v3 goldens'). The decoder's own
@@ -129,7 +129,9 @@ def decode_main(argv: list[str]) -> int:
     fn = load_callable(args.entry)
     rc = 0
     for src, out, registry in args.group:
-        cmd = ["--dir", src, out, "--info"] + (["--threads", str(args.threads)] if args.threads else [])
+        # --recycle 0: decode here, in the process whose configuration (environment, entry) is under test,
+        # not in the decoder's own worker process (decoder/worker.py)
+        cmd = ["--dir", src, out, "--info", "--recycle", "0"] + (["--threads", str(args.threads)] if args.threads else [])
         r = fn(cmd + (["--registry", registry] if registry != "-" else []))
         rc = rc or (r if isinstance(r, int) else 1)
     return rc
