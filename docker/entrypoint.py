@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 PROG = "ratelock-decode"
-VALUE_FLAGS = {"--registry", "--threads", "--max-pixels"}  # decoder flags that take a value
+VALUE_FLAGS = {"--registry", "--threads", "--max-pixels", "--backend", "--recycle"}  # decoder flags that take a value
 
 
 def _writable(d: str | None) -> bool:
