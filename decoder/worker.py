@@ -8,8 +8,9 @@ worker, `python -m decoder.worker`, and replaces it after every `--recycle` stre
 than 5 % above what it was after its first streams. A worker that dies (a crash, the OOM killer) costs
 only the stream it was on, reported as failed; the next worker goes on.
 
-Protocol, one JSON line each way per stream: {"src", "dst"} in; {"ok", "error", "output_errno", "info",
-"rss_mib"} out. The worker writes the PNG itself (models/pngio.py: whole or not at all).
+Protocol: {"ready": true} once TensorFlow and the registry are loaded, then one JSON line each way
+per stream: {"src", "dst"} in; {"ok", "error", "output_errno", "info", "rss_mib"} out. The worker
+writes the PNG itself (models/pngio.py: whole or not at all).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ PROG = "python -m decoder.worker"
 
 class WorkerDied(RuntimeError):
     """The worker ended in the middle of a stream; the message is one line."""
+
+
+def _how(code: int) -> str:
+    return f"signal {-code}" if code < 0 else f"status {code}"
 
 
 def rss_mib() -> int:
@@ -67,18 +72,21 @@ class Pool:
     def __init__(self, args: list[str], recycle: int):
         self.args, self.recycle = args, recycle
         self.proc: subprocess.Popen | None = None
-        self.count = self.ref = 0
-        self.started = self.early_deaths = 0
+        self.count = self.ref = self.started = 0
 
     def _start(self) -> subprocess.Popen:
+        """A fresh worker, once it says it is ready; one that cannot start stops the batch (models.batch.Fatal)."""
         env = dict(os.environ)                   # this decoder's package first, wherever the parent runs from
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), *filter(None, [env.get("PYTHONPATH")])])
-        self.proc = subprocess.Popen([sys.executable, "-m", "decoder.worker", *self.args, "--parent", str(os.getpid())],
-                                     stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
-        self.count = self.ref = 0
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                             *filter(None, [env.get("PYTHONPATH")])])
+        cmd = [sys.executable, "-m", "decoder.worker", *self.args, "--parent", str(os.getpid())]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+        if not proc.stdout.readline():
+            from models.batch import Fatal
+            raise Fatal(f"the decoder process could not start ({_how(proc.wait())}); see the line above")
+        self.proc, self.count, self.ref = proc, 0, 0
         self.started += 1
-        return self.proc
+        return proc
 
     def decode(self, src: Path, dst: Path) -> dict:
         """The worker's reply for one stream; raises WorkerDied if it ended on it."""
@@ -95,12 +103,7 @@ class Pool:
             if code == 128 + signal.SIGTERM or code == -signal.SIGTERM:
                 from models.batch import Stopped
                 raise Stopped()
-            how = f"signal {-code}" if code < 0 else f"status {code}"
-            self.early_deaths = self.early_deaths + 1 if self.count == 0 else 0
-            if self.early_deaths >= 2:
-                from models.batch import Fatal
-                raise Fatal(f"the decoder process could not start twice ({how}); see the line above")
-            raise WorkerDied(f"the decoder process ended on this stream ({how}); the rest go on in a new one")
+            raise WorkerDied(f"the decoder process ended on this stream ({_how(code)}); the rest go on in a new one")
         reply = json.loads(line)
         self.count += 1
         if self.count == max(1, min(100, self.recycle // 10)):
@@ -148,6 +151,8 @@ def _serve(args: argparse.Namespace, channel) -> int:
     from models.pngio import OutputError
     limits = D.Limits(max_pixels=args.max_pixels)
     models = D.ModelCache(args.registry, backend=args.backend)
+    channel.write('{"ready": true}\n')                  # the parent waits for this before the first stream
+    channel.flush()
     try:
         with stop_on_sigterm():
             for line in sys.stdin:
