@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conformance import decoding as Dc
 from conformance.checks import determinism as Dt
@@ -166,6 +167,7 @@ def test_synthesis_perturbation_keeps_v3_parse(tmp_path):
     assert [row[2] for row in t.rows] == ["v3"] * 3 and all(row[3] == "yes" for row in t.rows)
 
 
+@pytest.mark.slow
 def test_determinism_check_fails_on_a_v3_integer_mismatch(tmp_path, monkeypatch):
     """The determinism check end to end on the v3 goldens, in separate decode processes: a configuration whose slice
     network differs by one bias step (symbols, scale indexes and pixels within tolerance) FAILS on y_hat_q, per

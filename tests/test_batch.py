@@ -147,6 +147,7 @@ def test_rerun_keeps_valid_pngs_and_redoes_the_rest(streams, reference, tiny_reg
     assert all(p.stat().st_mtime_ns != again[p.name] for p in out.glob("*.png"))
 
 
+@pytest.mark.slow
 def test_encoder_rerun_keeps_streams_and_rates_csv_stays_consistent(tiny_registry, tmp_path, capsys):
     from encoder.__main__ import main
     src = tmp_path / "imgs"
@@ -522,6 +523,7 @@ def test_bad_shard_is_a_one_line_usage_error(tmp_path):
     assert line.startswith("python -m encoder: error: argument --shard: need 0 <= K < N")
 
 
+@pytest.mark.slow
 def test_encoder_shards_make_the_unsharded_batch(tiny_registry, tmp_path, capsys):
     from encoder.__main__ import main
     src = tmp_path / "imgs"

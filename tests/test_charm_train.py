@@ -42,6 +42,7 @@ def test_layout_and_spec_round_trip():
         C.layout(M, 3, HIDDEN)
 
 
+@pytest.mark.slow
 def test_starts_exactly_as_its_base():
     """Zero last layers: a v3 model made from a base has the base's rates and reconstruction (no step wasted)."""
     base = _base()
@@ -107,6 +108,7 @@ def test_delta_evaluation_moves_along_the_curve():
     assert rates[2] == pytest.approx(float(C.forward(p, x)["bpp_y"]), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_trains_a_few_steps_and_the_loss_falls():
     """Tiny width on CPU: 30 Adam steps on a fixed batch; the v3 loss falls and the slice nets move."""
     import optax

@@ -262,6 +262,7 @@ def test_with_reports_an_earlier_runs_codecs(tiny_dir: Path, tmp_path: Path, cap
     assert "--with: jpeg has 1 of the 2" in err and "evaluating" not in err      # refused before any work
 
 
+@pytest.mark.slow
 def test_results_are_cached_and_force_recomputes(tiny_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     args = [str(tiny_dir), "--out", str(out), "--codecs", "jpeg,jpeg2000", "--targets", "0.5,1", "--no-vmaf"]

@@ -88,6 +88,7 @@ def test_refinement_is_reproducible(encoder):
     assert search(rgb, 0.12, encoder.models, refine=10).data == search(rgb, 0.12, encoder.models, refine=10).data
 
 
+@pytest.mark.slow
 def test_tiled_refinement(encoder, tiny_registry, monkeypatch):
     """With 4-latent tiles a 128x192 crop is 6 tiles, each refined with its neighbours as fixed context."""
     monkeypatch.setattr(R, "TILE_LATENTS", 4)
@@ -119,6 +120,7 @@ def test_a_refinement_that_does_not_help_is_dropped(encoder, tiny_registry, monk
     _check_guarantees(c, plain, rgb, 0.12, tiny_registry)
 
 
+@pytest.mark.slow
 def test_committed_models_decode_closer_at_the_same_rate():
     """The point of it, on the shipped models: a Kodak crop at 0.5 bpp gains PSNR, the rate stays in the band."""
     from encoder.api import Encoder

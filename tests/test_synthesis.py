@@ -104,6 +104,7 @@ print(json.dumps({"rc": rc, "modules": mods, "tfc_after": ok}))
 """
 
 
+@pytest.mark.slow
 def test_decoder_process_is_lean(encoder, tiny_registry, tmp_path):
     """A whole CLI decode imports no Keras model code, no tfc/TFP package and no JAX (TensorFlow would
     import JAX on the side when installed); tfc imported afterwards still codes with the same ops."""

@@ -81,6 +81,7 @@ def test_the_gradient_check_can_fail():
         _assert_grads_close(gj, gt)
 
 
+@pytest.mark.slow
 def test_tf_adam_step_is_optax():
     """One TF optimiser step (clip, Adam with bias correction, warm-up lr) lands where optax's does."""
     import optax
