@@ -64,6 +64,20 @@ def test_gate_compares_at_equal_rate_and_within_the_noise():
     assert r["gain_db"] == pytest.approx(0.105) and r["se_db"] < 0.01
 
 
+def test_gate_refuses_psnr_bought_with_ms_ssim():
+    """A candidate 0.1 dB better in PSNR-RGB passes only while its MS-SSIM-Y holds (within the margin)."""
+    from training.gate import verdict
+    shipped = [{"bpp": 1.0, "psnr": 30.0 + i % 3, "msssim": 15.0 + i % 2, "slope_psnr": 6.0, "slope_msssim": 5.0}
+               for i in range(10)]
+
+    def cand(d_ms: float) -> list[dict]:
+        return [dict(s, psnr=s["psnr"] + 0.1 + 0.01 * (i % 2), msssim=s["msssim"] + d_ms + 0.01 * (i % 2))
+                for i, s in enumerate(shipped)]
+    assert verdict(shipped, cand(0.0))["passed"] and verdict(shipped, cand(-0.03))["passed"]
+    v = verdict(shipped, cand(-0.3))
+    assert not v["passed"] and v["msssim"]["gain_db"] == pytest.approx(-0.295) and v["psnr"]["gain_db"] > v["bar"]
+
+
 def test_the_card_draws_the_campaign_log_as_curves_against_cpu_hours(tmp_path):
     """Rows that continue each other form one curve with cumulative CPU-hours; a row that restarts from an
     earlier step (an experiment) is a curve of its own; the card section has the plot and every row."""

@@ -9,9 +9,12 @@ decoded by the decoder. The two land at slightly different rates inside the band
 image's PSNR-RGB difference is brought to the shipped stream's rate with that image's own
 RD slope, measured on the shipped model one quantiser step away (dB per doubling of bits).
 
-Noise: the images are the samples. The candidate passes when the mean slope-corrected gain
-exceeds both --margin dB and `--sigmas` standard errors of the per-image differences (the
-spread of gains across images; the coding itself is deterministic, so repeats add nothing).
+Noise: the images are the samples. The candidate passes when the mean slope-corrected PSNR-RGB
+gain exceeds both --margin dB and `--sigmas` standard errors of the per-image differences (the
+spread of gains across images; the coding itself is deterministic, so repeats add nothing), and
+its MS-SSIM-Y (in dB, slope-corrected the same way) has not fallen by more than --msssim-margin dB
+and `--sigmas` standard errors: a model trained on MSE can buy PSNR with structure, and the
+challenge's must line has both metrics.
 With --export a passing candidate is exported to models/weights, registered for its target,
 its state slimmed, and its campaign-log row marked; the goldens, conformance and a fast-mode
 Kodak eval come next, and the weights are committed only after them (the command says how).
@@ -50,16 +53,25 @@ def _one_model_registry(folder: Path, prefix: Path, name: str, target: float):
     return reg
 
 
+METRICS = ("psnr", "msssim")        # PSNR-RGB and MS-SSIM-Y, both in dB
+DEFAULT_SLOPE = {"psnr": 6.02, "msssim": 6.02}
+
+
+def _scores(img: np.ndarray, dec_img: np.ndarray) -> dict[str, float]:
+    from evaluation.metrics import ms_ssim_y, psnr, to_db
+    return {"psnr": psnr(img, dec_img), "msssim": to_db(ms_ssim_y(img, dec_img))}
+
+
 def code_all(reg: Path, target: float, images, slope: bool) -> list[dict]:
-    """Per image: bpp and PSNR-RGB of the rate-controlled stream, and (slope) the local dB per doubling."""
+    """Per image: bpp, PSNR-RGB and MS-SSIM-Y (dB) of the rate-controlled stream, and (slope) each metric's
+    local dB per doubling of bits."""
     from decoder.decode import ModelCache, decode_bytes
     from encoder.api import Encoder
-    from evaluation.metrics import psnr
     enc, dec = Encoder(str(reg), refine=0), ModelCache(str(reg))
     out = []
     for name, img in images:
         c = enc.encode(img, target)
-        row = {"image": name, "bpp": c.bpp, "psnr": psnr(img, decode_bytes(c.data, dec))}
+        row = {"image": name, "bpp": c.bpp, **_scores(img, decode_bytes(c.data, dec))}
         if slope:
             for step in (4, -4):
                 try:
@@ -68,22 +80,35 @@ def code_all(reg: Path, target: float, images, slope: bool) -> list[dict]:
                     continue
                 bpp = 8 * len(data) / (img.shape[0] * img.shape[1])
                 if abs(math.log2(bpp / c.bpp)) > 1e-3:
-                    row["slope"] = (psnr(img, decode_bytes(data, dec)) - row["psnr"]) / math.log2(bpp / c.bpp)
+                    there = _scores(img, decode_bytes(data, dec))
+                    for m in METRICS:
+                        row[f"slope_{m}"] = (there[m] - row[m]) / math.log2(bpp / c.bpp)
                     break
-            row.setdefault("slope", 6.02)
+            for m in METRICS:
+                row.setdefault(f"slope_{m}", DEFAULT_SLOPE[m])
         out.append(row)
     return out
 
 
-def compare(shipped: list[dict], candidate: list[dict]) -> dict:
-    """Mean slope-corrected PSNR gain at the shipped rate, its standard error, and the raw means."""
-    gains = np.array([c["psnr"] - s["psnr"] - s["slope"] * math.log2(c["bpp"] / s["bpp"])
-                      for s, c in zip(shipped, candidate)])
+def compare(shipped: list[dict], candidate: list[dict], metric: str = "psnr") -> dict:
+    """Mean slope-corrected gain in `metric` at the shipped rate, its standard error, and the raw means."""
+    gains = np.array([c[metric] - s[metric] - s.get(f"slope_{metric}", s.get("slope", 6.02))
+                      * math.log2(c["bpp"] / s["bpp"]) for s, c in zip(shipped, candidate)])
     return {"gain_db": float(gains.mean()), "se_db": float(gains.std(ddof=1) / np.sqrt(len(gains))),
             "shipped_bpp": float(np.mean([s["bpp"] for s in shipped])),
             "candidate_bpp": float(np.mean([c["bpp"] for c in candidate])),
-            "shipped_psnr": float(np.mean([s["psnr"] for s in shipped])),
-            "candidate_psnr": float(np.mean([c["psnr"] for c in candidate])), "n": len(gains)}
+            f"shipped_{metric}": float(np.mean([s[metric] for s in shipped])),
+            f"candidate_{metric}": float(np.mean([c[metric] for c in candidate])), "n": len(gains)}
+
+
+def verdict(shipped: list[dict], candidate: list[dict], margin: float = 0.02, sigmas: float = 2.0,
+            msssim_margin: float = 0.05) -> dict:
+    """PASS needs a PSNR-RGB gain above max(margin, sigmas x SE) and no MS-SSIM-Y loss beyond
+    max(msssim_margin, sigmas x SE); both at the shipped rate."""
+    p, m = compare(shipped, candidate, "psnr"), compare(shipped, candidate, "msssim")
+    bar, floor = max(margin, sigmas * p["se_db"]), -max(msssim_margin, sigmas * m["se_db"])
+    return {"psnr": p, "msssim": m, "bar": bar, "floor": floor,
+            "passed": p["gain_db"] > bar and m["gain_db"] >= floor}
 
 
 def mark_exported(log: Path, name: str, step: int) -> None:
@@ -120,13 +145,13 @@ def _main(args) -> int:
         cand_prefix = export(params, args.name, {"step": meta["step"], "trained": True, "config": meta["config"]},
                              tmp)
         candidate = code_all(_one_model_registry(tmp, cand_prefix, args.name, target), target, images, False)
-        r = compare(shipped, candidate)
-        bar = max(args.margin, args.sigmas * r["se_db"])
-        passed = r["gain_db"] > bar
+        v = verdict(shipped, candidate, args.margin, args.sigmas, args.msssim_margin)
+        r, m, passed = v["psnr"], v["msssim"], v["passed"]
         print(f"{args.name} (step {meta['step']}) at {target:.2f} bpp on {r['n']} held-out {args.crop}-px crops: "
               f"shipped {r['shipped_bpp']:.4f} bpp {r['shipped_psnr']:.3f} dB, candidate {r['candidate_bpp']:.4f} "
-              f"bpp {r['candidate_psnr']:.3f} dB; gain at equal rate {r['gain_db']:+.3f} dB "
-              f"(SE {r['se_db']:.3f}; bar {bar:.3f}): {'PASS' if passed else 'no'}")
+              f"bpp {r['candidate_psnr']:.3f} dB; PSNR-RGB gain at equal rate {r['gain_db']:+.3f} dB "
+              f"(SE {r['se_db']:.3f}; bar {v['bar']:.3f}), MS-SSIM-Y {m['gain_db']:+.3f} dB "
+              f"(SE {m['se_db']:.3f}; floor {v['floor']:.3f}): {'PASS' if passed else 'no'}")
         if passed and args.export:
             prefix = export(params, args.name, {"step": meta["step"], "trained": True, "config": meta["config"]},
                             Path(args.weights_dir))
@@ -151,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=512, help="held-out images are centre-cropped to this (px)")
     p.add_argument("--margin", type=float, default=0.02, help="least gain in dB at equal rate")
     p.add_argument("--sigmas", type=float, default=2.0, help="least gain in standard errors of the mean")
+    p.add_argument("--msssim-margin", type=float, default=0.05,
+                   help="largest MS-SSIM-Y loss in dB at equal rate that still passes (or sigmas x SE if larger)")
     p.add_argument("--export", action="store_true", help="export and register a candidate that passes")
     p.add_argument("--log", default=str(LOG), help="the campaign log whose row --export marks")
     args = p.parse_args(argv)
