@@ -15,6 +15,9 @@ from models import scale_table as S
 from models.targets import TOLERANCE
 
 DEFAULT_AIM = 0.02
+# A refined stream whose rate falls below target * (1 - floor) is re-fitted to the finest delta code under the
+# ceiling, spending the bits refinement saved on quality (evaluation/bench/band_edge.py measures the floor).
+DEFAULT_FLOOR = TOLERANCE
 
 
 # What rate control needs from the encoder side, typed (encoder/encode.py implements it): the search never
@@ -151,14 +154,16 @@ class _Probe:
         rec = self.analysed[k].reconstruct(code)
         return float(np.mean((rec.astype(np.float64) - self.rgb.astype(np.float64)) ** 2))
 
-    def refine(self, c: Choice, iters: int, ceiling: float, aim: float) -> Choice:
+    def refine(self, c: Choice, iters: int, ceiling: float, aim: float, floor: float = DEFAULT_FLOOR) -> Choice:
         """The choice with its latents refined at its delta code, if that costs less (MSE + lambda * bpp,
         lambda being the image's own slope) while the rate stays in the band and under the ceiling the
         search aimed at (or the choice's own rate, if above).
 
         Refining z as well can save more bits than the band allows (up to -14 % at 0.06 bpp): a refined
-        stream below the band is re-fitted, by the same bisection, to the finest delta code under the
-        ceiling, which spends the bits saved on quality instead.
+        stream below target * (1 - floor) is also re-fitted, by the same bisection, to the finest delta
+        code under the ceiling, which spends the bits saved on quality instead; of the two, the one that
+        is in the band and costs less is the refinement's stream. (Re-quantised at another step, latents
+        refined for this one can decode worse, so the re-fit is an option, not a rule, above the band.)
         """
         k = self.index(c)
         pixels = self.rgb.shape[0] * self.rgb.shape[1]
@@ -169,17 +174,23 @@ class _Probe:
             return c
         a, info = got
         lam = float(info.lam)
-        code = c.delta_code
-        data = a.code(code, c.target_index)
-        if 8 * len(data) / pixels < c.target * (1 - TOLERANCE):
-            code = fit_delta(lambda d: 8 * len(a.code(d, c.target_index)) / pixels, c.target, aim)
-            data = a.code(code, c.target_index)
-        bpp = 8 * len(data) / pixels
         unrefined = self.analysed[k]
         self.analysed[k] = a
-        after = self.mse(k, code)
-        kept = (abs(bpp / c.target - 1) <= TOLERANCE + 1e-12 and bpp <= limit
-                and after + lam * bpp < before + lam * c.bpp)
+        codes = [c.delta_code]
+        if 8 * len(a.code(c.delta_code, c.target_index)) / pixels < c.target * (1 - floor):
+            codes.append(fit_delta(lambda d: 8 * len(a.code(d, c.target_index)) / pixels, c.target, aim))
+        best = None                    # (cost, code, data, bpp, mse) of the cheapest option in the band
+        for i, code in enumerate(codes):
+            data = a.code(code, c.target_index)
+            bpp = 8 * len(data) / pixels
+            ok = abs(bpp / c.target - 1) <= TOLERANCE + 1e-12 and bpp <= limit
+            if ok or (best is None and i == len(codes) - 1):       # the report needs the last one's MSE
+                after = self.mse(k, code)
+                if ok and (best is None or after + lam * bpp < best[0]):
+                    best = (after + lam * bpp, code, data, bpp, after)
+        if best is not None:
+            _, code, data, bpp, after = best
+        kept = best is not None and best[0] < before + lam * c.bpp
         report = Refinement(iters, lam, before, after, c.bpp, kept, bpp)
         if not kept:
             self.analysed[k] = unrefined
@@ -260,12 +271,12 @@ def fit_delta(bpp_at, target: float, aim: float) -> int:
 
 
 def search(rgb: np.ndarray, target: float, models: Models, aim: float = DEFAULT_AIM,
-           compare_quality: bool = True, refine: int = 0) -> Choice:
+           compare_quality: bool = True, refine: int = 0, floor: float = DEFAULT_FLOOR) -> Choice:
     """Best stream within the band; raises Unreachable when there is none.
 
     With `refine` > 0 the chosen stream's latents are then refined for that many steps
     (encoder/refine.py) at its model and delta code, and kept only if the stream stays in the band and
-    costs less MSE + lambda * bpp.
+    costs less MSE + lambda * bpp; one that lands below target * (1 - floor) is first re-fitted.
     """
     entries = models.distinct_entries()
     if not entries:
@@ -286,7 +297,7 @@ def search(rgb: np.ndarray, target: float, models: Models, aim: float = DEFAULT_
     for c in fits:
         c.probes, c.analyses = len(p.coded), len(p.analysed)
     if ok and refine > 0:
-        ok[0] = p.refine(ok[0], refine, target * (1 + aim), aim)
+        ok[0] = p.refine(ok[0], refine, target * (1 + aim), aim, floor)
     if ok:
         return p.verify(ok[0])
     lo, hi = p.bpp(0, S.DELTA_CODE_MAX), p.bpp(len(entries) - 1, S.DELTA_CODE_MIN)

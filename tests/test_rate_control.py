@@ -95,3 +95,43 @@ def test_search_refuses_a_stream_that_parses_differently(encoder, monkeypatch):
     monkeypatch.setattr(C, "encode", off_by_one)
     with pytest.raises(EncoderMismatch, match="does not parse"):
         search(kodak_crop(), 0.12, encoder.models)
+
+
+class _Refined:
+    """Refined latents on a synthetic curve: 43 bytes (0.86 bpp on 20 x 20, -14 %) at code D, two bytes more
+    per finer code; MSE 9 at D and `refit_mse` elsewhere (latents refined for D, re-quantised)."""
+
+    def __init__(self, rgb, d, refit_mse):
+        self.rgb, self.d, self.refit_mse = rgb, d, refit_mse
+
+    def code(self, delta_code, target_index):
+        return b"x" * max(1, 43 + 2 * (self.d - delta_code))
+
+    def reconstruct(self, delta_code):
+        return self.rgb + np.sqrt(9.0 if delta_code == self.d else self.refit_mse)
+
+
+class _Unrefined:
+    def __init__(self, refined):
+        self.r = refined
+
+    def refined(self, rgb, delta_code, bit_budget, iters, here=None):
+        from types import SimpleNamespace
+        return self.r, SimpleNamespace(lam=2.0)
+
+
+@pytest.mark.parametrize("refit_mse,floor,expect_refit", [(9.5, 0.12, False), (8.0, 0.12, True), (8.0, 0.15, False)])
+def test_a_refit_above_the_band_edge_is_an_option_not_a_rule(refit_mse, floor, expect_refit):
+    """A refined stream at -14 % is in the band: under a 12 % floor it is also re-fitted (to 1.02 bpp), and
+    the cheaper of the two in MSE + lambda * bpp is handed out; under the band's own floor it is kept as is."""
+    from types import SimpleNamespace
+
+    from rate_control.search import Choice, _Probe
+    d = S.DELTA_CODE_UNITY
+    rgb = np.full((20, 20, 3), 100.0)
+    p = _Probe(rgb, None, [SimpleNamespace(target_index=3)])
+    p.analysed[0] = _Unrefined(_Refined(rgb, d, refit_mse))
+    c = Choice(b"", 1.0, 1.0, "m", 3, d, True, mse=10.0)
+    got = p.refine(c, 10, 1.02, 0.02, floor)
+    assert got.refinement.kept and got.within_band
+    assert (got.delta_code, got.bpp) == ((d - 4, 1.02) if expect_refit else (d, 0.86))
