@@ -162,13 +162,17 @@ def soak(args: argparse.Namespace, work: Path) -> dict:
 
 
 def figures(res: dict, first: int = 1000) -> dict:
-    """Peak over the first `first` streams, the peak over all, their ratio, and the slope (MiB per 1000)."""
+    """Peak over the first `first` streams, the peak over all, their ratio, and the RSS slope over the second
+    half (MiB per 1000 streams, least squares over the samples taken while streams were still decoding: the
+    last ones, after the worker has gone, would read as a fall)."""
+    import numpy as np
     s = res["samples"]
     early = [x for x in s if x[1] <= first] or s[:1]
     peak_first = max(x[3] for x in early)
     peak_all = max(x[3] for x in s)
-    half = [x for x in s if x[1] >= res["decoded"] / 2]
-    slope = ((half[-1][2] - half[0][2]) / max(half[-1][1] - half[0][1], 1) * 1000) if len(half) > 1 else float("nan")
+    half = [x for x in s if res["decoded"] / 2 <= x[1] < res["decoded"]]
+    slope = (float(np.polyfit([x[1] for x in half], [x[2] for x in half], 1)[0]) * 1000
+             if len({x[1] for x in half}) > 1 else float("nan"))
     return {"peak_first_mib": peak_first, "peak_all_mib": peak_all, "ratio": round(peak_all / peak_first, 4),
             "slope_mib_per_1000_second_half": round(slope, 3),
             "streams_per_s": round(res["decoded"] / max(res["seconds"], 1e-9), 2)}
