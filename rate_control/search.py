@@ -176,13 +176,18 @@ class _Probe:
         lam = float(info.lam)
         unrefined = self.analysed[k]
         self.analysed[k] = a
+        streams = {c.delta_code: a.code(c.delta_code, c.target_index)}     # each code range-coded once
+
+        def rate(d: int) -> float:
+            if d not in streams:
+                streams[d] = a.code(d, c.target_index)
+            return 8 * len(streams[d]) / pixels
         codes = [c.delta_code]
-        if 8 * len(a.code(c.delta_code, c.target_index)) / pixels < c.target * (1 - floor):
-            codes.append(fit_delta(lambda d: 8 * len(a.code(d, c.target_index)) / pixels, c.target, aim))
+        if rate(c.delta_code) < c.target * (1 - floor):
+            codes.append(fit_delta(rate, c.target, aim))
         best = None                    # (cost, code, data, bpp, mse) of the cheapest option in the band
         for i, code in enumerate(codes):
-            data = a.code(code, c.target_index)
-            bpp = 8 * len(data) / pixels
+            data, bpp = streams[code], rate(code)
             ok = abs(bpp / c.target - 1) <= TOLERANCE + 1e-12 and bpp <= limit
             if ok or (best is None and i == len(codes) - 1):       # the report needs the last one's MSE
                 after = self.mse(k, code)
