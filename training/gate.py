@@ -161,8 +161,8 @@ def _main(args) -> int:
             before, after = state.slim(state_path, prefix)
             mark_exported(Path(args.log), args.name, int(meta["step"]))
             print(f"exported {prefix}.dec.npz ({W.file_hash(str(prefix) + '.dec.npz')}); state {before / 1e6:.1f} -> "
-                  f"{after / 1e6:.1f} MB. Next, before committing the weights: pytest --regen-expected (goldens), "
-                  f"python -m conformance, python -m evaluation KODAK --refine 0")
+                  f"{after / 1e6:.1f} MB. Next, before committing the weights: python -m conformance.golden --regenerate, "
+                  f"python -m conformance KODAK --quick, python -m evaluation KODAK --codecs ours --refine 0")
     return 0 if passed else 3
 
 
