@@ -22,29 +22,30 @@ def plan(tmp_path_factory) -> Path:
         Image.open(f).convert("RGB").resize((128, 96)).save(data / (f.stem + ".png"))
     (d / "tiny.yaml").write_text(f"inherit: {ROOT / 'training' / 'configs' / 'tiny.yaml'}\nname: ctiny\n"
                                  f"train_dir: {data}\nvalidate_every: 3\n")
-    (d / "plan.yaml").write_text(f"settings:\n  min_minutes: 0\n  nice: 0\njobs:\n"
-                                 f"  - name: ctiny\n    config: {d / 'tiny.yaml'}\n    until: 6\n"
-                                 f"    lr: 3.0e-3\n    decay_from: 4\n")
+    stage = "  - name: ctiny\n    config: {cfg}\n    until: {until}\n    lr: 3.0e-3\n    decay_from: {decay}\n"
+    (d / "plan.yaml").write_text("settings:\n  min_minutes: 0\n  nice: 0\njobs:\n"       # one model, two stages
+                                 + stage.format(cfg=d / "tiny.yaml", until=4, decay=3)
+                                 + stage.format(cfg=d / "tiny.yaml", until=6, decay=5))
     return d
 
 
 @pytest.mark.slow
-def test_campaign_trains_logs_and_resumes(plan):
+def test_campaign_trains_logs_and_resumes_across_stages(plan):
     args = ["-m", "training.campaign", "--plan", str(plan / "plan.yaml"), "--hours", "0.2",
             "--state-dir", str(plan / "state"), "--runs-dir", str(plan / "runs"), "--log", str(plan / "log.csv")]
     r = run_cli(args)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = list(csv.DictReader((plan / "log.csv").open()))
-    assert len(rows) == 1
-    row = rows[0]
-    assert (row["model"], row["step_from"], row["step_to"], row["exported"]) == ("ctiny", "0", "6", "no")
+    assert [(r["model"], r["step_from"], r["step_to"], r["exported"]) for r in rows] == \
+        [("ctiny", "0", "4", "no"), ("ctiny", "4", "6", "no")]                  # the second stage resumes
+    row = rows[1]
     assert row["backend"] == "tf" and float(row["heldout_bpp"]) > 0 and float(row["heldout_psnr"]) > 5
     assert "lr_decay_at" in (plan / "runs" / "ctiny" / "train.log").read_text()
     assert '"probe": "coded"' in (plan / "runs" / "ctiny" / "train.log").read_text()   # validated mid-run
     assert list((plan / "runs" / "ctiny" / "tb").iterdir())                       # TensorBoard events
     r = run_cli(args)                                                            # done: nothing more to train
     assert r.returncode == 0 and "done (step 6 of 6)" in r.stdout
-    assert len(list(csv.DictReader((plan / "log.csv").open()))) == 1
+    assert len(list(csv.DictReader((plan / "log.csv").open()))) == 2
 
 
 def test_campaign_refuses_a_bad_plan_in_one_line(tmp_path):
