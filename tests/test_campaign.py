@@ -105,3 +105,13 @@ def test_the_card_draws_the_campaign_log_as_curves_against_cpu_hours(tmp_path):
     assert "![campaign curves](models/campaign.png)" in lines and (tmp_path / "models" / "campaign.png").stat().st_size
     assert sum(line.startswith("| 2026-12-03 |") for line in lines) == len(rows)
     assert campaign_lines(tmp_path / "missing.csv", tmp_path / "MODEL_CARD.md") == []
+
+
+def test_the_card_describes_the_shipped_weights_not_a_state_that_trained_past_them():
+    from training.card import _lineage_line, _steps_line
+    meta = {"step": 1931, "wall_seconds": 3600.0, "lineage": [{"name": "base", "step": 14243}]}
+    assert _steps_line(meta, 1931).startswith("- Steps: 1931;")
+    ahead = _steps_line(meta, 1300)
+    assert ahead.startswith("- Steps: 1300 (the shipped weights)") and "continued to step 1931" in ahead
+    assert "cumulative 15543 steps." in _lineage_line(meta, 1300)
+    assert "cumulative 16174 steps, 1.00 h" in _lineage_line(meta)

@@ -28,17 +28,36 @@ def _state_meta(name: str) -> dict:
     return read_meta(p) if p.exists() else {}
 
 
-def _lineage_line(meta: dict) -> str | None:
-    """Parents as recorded by training.train when the run was initialised (nearest first)."""
+def _shipped_info(entry) -> dict:
+    """What the export recorded about the shipped weights (step, config): the state may have trained on since."""
+    import json
+    with np.load(entry.dec_path) as f:
+        return json.loads(str(f["meta"])).get("info", {})
+
+
+def _steps_line(meta: dict, shipped_step: int | None) -> str:
+    """Steps of the shipped weights; a state that trained past them is named, not described as shipped."""
+    step = meta.get("step", "?")
+    if shipped_step is None or shipped_step == step:
+        return (f"- Steps: {step}; training wall time on this 2-core machine: "
+                f"{meta.get('wall_seconds', 0) / 3600:.2f} h (shared with other work).")
+    return (f"- Steps: {shipped_step} (the shipped weights); its training state has continued to step {step} "
+            f"({meta.get('wall_seconds', 0) / 3600:.2f} h wall on this 2-core machine), not exported: "
+            "the campaign log below has its figures.")
+
+
+def _lineage_line(meta: dict, own_steps: int | None = None) -> str | None:
+    """Parents as recorded by training.train when the run was initialised (nearest first); `own_steps` (the
+    shipped weights' step) replaces the state's when the state trained past its export."""
     chain = meta.get("lineage", [])
     if not chain:
         return None
     path = " ← ".join(f"{p['name']} (step {p['step']}{', widened' if 'widened' in p else ''})" for p in chain)
     # A widened parent's steps are this model's own first steps (training/widen.py continues its step count).
-    steps = meta.get("step", 0) + sum(p["step"] for p in chain if "widened" not in p)
+    steps = (meta.get("step", 0) if own_steps is None else own_steps) + sum(p["step"] for p in chain if "widened" not in p)
     wall = meta.get("wall_seconds", 0.0) + sum(p.get("wall_seconds", 0.0) for p in chain)
-    return (f"- Lineage: fine-tuned from {path}; cumulative {steps} steps, {wall / 3600:.2f} h on this machine "
-            "including its parents.")
+    hours = f", {wall / 3600:.2f} h on this machine including its parents" if own_steps in (None, meta.get("step")) else ""
+    return f"- Lineage: fine-tuned from {path}; cumulative {steps} steps{hours}."
 
 
 def _kodak_at_unity(entry, images: list[Path]) -> dict:
@@ -216,17 +235,19 @@ def _main(argv: list[str] | None) -> int:
             continue
         seen.add(e.hash)
         meta = _state_meta(e.name)
-        cfg = meta.get("config", {})
-        hist = meta.get("history", [])
+        info = _shipped_info(e)
+        shipped = info.get("step")
+        cfg = info.get("config") or meta.get("config", {})
+        hist = [h for h in meta.get("history", []) if shipped is None or h["step"] <= shipped]
+        runs = [r for r in meta.get("runs", []) if shipped is None or r.get("to_step", 0) <= shipped]
         k = _kodak_at_unity(e, images)
         serves = ", ".join(f"{TARGETS[x.target_index]:.2f}" for x in reg.entries if x.hash == e.hash)
         lines += ["", f"## {e.name} (serves {serves} bpp)", "",
                   f"- Training data: `../shared/data/train` (729 photographs: BSD500, Urban100, Sun-Hays and others; "
                   f"sources and licences in its MANIFEST.tsv), 1 in {cfg.get('holdout_every', 30)} held out; Kodak never used.",
                   f"- Architecture: mean-scale hyperprior, N = {cfg.get('num_filters')}, M = {cfg.get('latent_channels')}.",
-                  f"- Steps: {meta.get('step', '?')}; training wall time on this 2-core machine: "
-                  f"{meta.get('wall_seconds', 0) / 3600:.2f} h (shared with other work).",
-                  *filter(None, [_lineage_line(meta)]),
+                  _steps_line(meta, shipped),
+                  *filter(None, [_lineage_line(meta, shipped)]),
                   f"- Loss: `{cfg.get('loss')}`; λ = {cfg.get('lmbda')}, β = {meta.get('beta', cfg.get('beta'))}, "
                   f"R_t = {meta.get('train_target', cfg.get('target_bpp'))} (R_t and β apply to the `guerin` loss only); "
                   f"lr {cfg.get('lr')}, batch {cfg.get('batch')} × {cfg.get('patch')}².",
@@ -243,7 +264,7 @@ def _main(argv: list[str] | None) -> int:
                 if "coded_psnr" in h:     # points measured by the estimated probe (accelerator runs) are in `runs`
                     lines.append(f"| {h['step']} | {h['coded_bpp_mean']:.4f} | {h['coded_psnr']:.2f} | "
                                  f"{h['val_est_bpp']:.4f} |")
-        lines += _runs_lines(meta.get("runs", []))
+        lines += _runs_lines(runs)
     from training.gate import LOG
     lines += campaign_lines(LOG, out)
     out.write_text("\n".join(lines) + "\n")
