@@ -35,18 +35,18 @@ def _batch(seed: int = 1) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     return x, noise
 
 
-def _jax_loss_grads(params, x, noise, loss, quant):
+def _jax_loss_grads(params, x, noise, loss, quant, delta=1.0):
     def objective(p):
-        return loss(JM.forward(p, jnp.asarray(x), quantization=quant, noise=tuple(map(jnp.asarray, noise))), x,
-                    0.3, 50.0)
+        return loss(JM.forward(p, jnp.asarray(x), quantization=quant, noise=tuple(map(jnp.asarray, noise)),
+                               delta=delta), x, 0.3, 50.0)
     value, grads = jax.value_and_grad(objective)(params)
     return float(value), {k: np.asarray(v) for k, v in grads.items()}
 
 
-def _tf_loss_grads(params, x, noise, loss, quant):
+def _tf_loss_grads(params, x, noise, loss, quant, delta=1.0):
     v = {k: tf.Variable(a) for k, a in params.items()}
     with tf.GradientTape() as tape:
-        out = TS.forward(v, tf.constant(x), tuple(map(tf.constant, noise)), quant)
+        out = TS.forward(v, tf.constant(x), tuple(map(tf.constant, noise)), quant, delta=tf.constant(delta))
         value = loss(out, tf.constant(x), 0.3, 50.0, ms_ssim=TS.tf_ms_ssim)
     grads = tape.gradient(value, [v[k] for k in sorted(v)])
     return float(value), {k: g.numpy() for k, g in zip(sorted(v), grads)}
@@ -60,14 +60,43 @@ def _assert_grads_close(a: dict, b: dict, rtol: float = 1e-4) -> None:
         assert np.linalg.norm(b[k] - a[k]) <= rtol * 10 * max(np.linalg.norm(a[k]), 1e-12), k
 
 
-@pytest.mark.parametrize("kind,quant", [("lambda", "noise"), ("guerin", "ste")])
-def test_tf_and_jax_give_equal_losses_and_gradients(kind, quant):
+@pytest.mark.parametrize("kind,quant,delta", [("lambda", "noise", 1.0), ("guerin", "ste", 1.0),
+                                               ("guerin", "ste", 1.37), ("lambda", "noise", 0.71)])
+def test_tf_and_jax_give_equal_losses_and_gradients(kind, quant, delta):
     params, (x, noise) = _params(), _batch()
     loss = Loss(kind, 0.01)
-    lj, gj = _jax_loss_grads(params, x, noise, loss, quant)
-    lt, gt = _tf_loss_grads(params, x, noise, loss, quant)
+    lj, gj = _jax_loss_grads(params, x, noise, loss, quant, delta)
+    lt, gt = _tf_loss_grads(params, x, noise, loss, quant, delta)
     assert lt == pytest.approx(lj, rel=1e-4)
     _assert_grads_close(gj, gt)
+
+
+def test_a_training_delta_quantises_what_g_s_sees_and_leaves_the_rates_at_delta_1():
+    params, (x, noise) = _params(), _batch()
+    params["analysis/conv_3/kernel"] = params["analysis/conv_3/kernel"] * 200.0   # latents of a few units, as trained
+    x, noise = jnp.asarray(x), tuple(map(jnp.asarray, noise))
+    one = JM.forward(params, x, quantization="ste", noise=noise)
+    two = JM.forward(params, x, quantization="ste", noise=noise, delta=2.0)
+    assert float(two["bpp"]) == float(one["bpp"])                    # the rate constraint means what it meant
+    assert float(two["mse"]) != pytest.approx(float(one["mse"]), rel=1e-3)
+    coarse = JM.forward(params, x, quantization="ste", noise=noise, delta=4.0)
+    assert float(coarse["mse"]) > float(two["mse"]) > float(one["mse"])   # a coarser step costs g_s more
+
+
+def test_step_delta_is_log_uniform_in_its_range_and_a_function_of_the_step():
+    from training.data import step_delta
+    assert step_delta([1.0, 1.0], 1, 123) == 1.0
+    ds = np.array([step_delta([0.7, 1.4], 1, s) for s in range(4000)])
+    assert ds.min() >= 0.7 and ds.max() <= 1.4
+    assert abs(np.median(np.log(ds)) - np.log(0.7 * 1.4) / 2) < 0.03        # log-uniform: median at the geometric mean
+    assert step_delta([0.7, 1.4], 1, 17) == step_delta([0.7, 1.4], 1, 17) != step_delta([0.7, 1.4], 2, 17)
+
+
+def test_a_bad_delta_range_is_refused():
+    from training.config import load
+    for bad in ("[0.0, 1.0]", "[1.4, 0.7]", "[1.0]"):
+        with pytest.raises(ValueError, match="delta_range"):
+            load(None, [f"delta_range={bad}"])
 
 
 def test_the_gradient_check_can_fail():

@@ -262,3 +262,16 @@ def test_the_device_pack_of_a_widening_run_carries_the_widened_parent(tiny, tmp_
                              "--no-progress"]) == 0
     params, meta = state.load(tmp_path / "pack" / "state" / "w.npz")
     assert network.widths_of(params) == (12, 16) and meta["step"] == 5 and meta["lineage"][0]["widened"]["to"] == [12, 16]
+
+
+def test_a_branch_goes_on_from_its_parents_step_and_rate_target_at_its_own_delta_range(tiny, tmp_path):
+    """init_continue (e.g. t200d, t200 trained across quantiser steps) continues the parent's step count, R_t and
+    beta, as a widening does, and records the branch in the lineage."""
+    data, narrow, _ = tiny
+    log = _train(data, tmp_path / "run", "tf", {"name": "b", "num_filters": 8, "latent_channels": 8,
+                                                  "init_from": str(narrow), "init_continue": True,
+                                                  "delta_range": "[0.7,1.4]"}, tmp_path / "s")
+    assert "its step, R_t and beta go on" in log
+    _, meta = state.load(tmp_path / "s" / "b.npz")
+    assert meta["step"] == 8 and meta["train_target"] == 0.4 and meta["beta"] == 50.0
+    assert meta["lineage"][0]["branched"] is True and meta["config"]["delta_range"] == [0.7, 1.4]

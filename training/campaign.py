@@ -98,6 +98,9 @@ def log_stint(args, job: dict, step_from: int, cpu_seconds: float) -> dict:
     cfg = C.load(ROOT / job["config"])
     run = (meta.get("runs") or [{}])[-1]
     bpp, psnr = heldout(params, cfg)
+    first = (meta.get("lineage") or [{}])[0]
+    if step_from == 0 and ("widened" in first or first.get("branched")):   # a branch's first stint starts where
+        step_from = int(first["step"])                                       # its parent stood
     row = {"date": datetime.date.today().isoformat(), "cpu": cpu.model(), "backend": run.get("backend", "jax"),
            "dtype": run.get("compute_dtype", ""), "model": job["name"], "step_from": step_from,
            "step_to": meta["step"], "cpu_hours": round(cpu_seconds / 3600, 3),

@@ -52,9 +52,11 @@ def _lineage_line(meta: dict, own_steps: int | None = None) -> str | None:
     chain = meta.get("lineage", [])
     if not chain:
         return None
-    path = " ← ".join(f"{p['name']} (step {p['step']}{', widened' if 'widened' in p else ''})" for p in chain)
-    # A widened parent's steps are this model's own first steps (training/widen.py continues its step count).
-    steps = (meta.get("step", 0) if own_steps is None else own_steps) + sum(p["step"] for p in chain if "widened" not in p)
+    path = " ← ".join(f"{p['name']} (step {p['step']}{', widened' if 'widened' in p else ''}"
+                      f"{', branched' if p.get('branched') else ''})" for p in chain)
+    # A widened or branched parent's steps are this model's own first steps (its step count goes on).
+    steps = (meta.get("step", 0) if own_steps is None else own_steps) + sum(
+        p["step"] for p in chain if "widened" not in p and not p.get("branched"))
     wall = meta.get("wall_seconds", 0.0) + sum(p.get("wall_seconds", 0.0) for p in chain)
     hours = f", {wall / 3600:.2f} h on this machine including its parents" if own_steps in (None, meta.get("step")) else ""
     return f"- Lineage: fine-tuned from {path}; cumulative {steps} steps{hours}."

@@ -33,6 +33,9 @@ class TrainConfig:
     target_bpp: float = _p(0.5, "R_t of the 'guerin' loss; the challenge target this model serves")
     quantization: str = _p("noise", "what g_s/h_s see in training: 'noise' (fast from scratch) or 'ste' "
                                     "(straight-through rounding, no train/test mismatch; for fine-tuning)")
+    delta_range: list = _p([1.0, 1.0], "quantiser steps (lo, hi) g_s is trained at: each step's delta is drawn "
+                                       "log-uniform from them (training/data.py step_delta); rates stay at delta 1, "
+                                       "so the rate constraint and R_t mean what they meant")
     mse_weight: float = _p(1.0, "weight of MSE (0..255 scale) in D")
     msssim_weight: float = _p(0.0, "weight of (1 - MS-SSIM) in D")
     steps: int = _p(200000, "total optimiser steps (resumed runs continue to this)")
@@ -48,6 +51,8 @@ class TrainConfig:
     init_from: str = _p("", "resume-state .npz to initialise from (fine-tuning a base model)")
     init_widen: bool = _p(False, "widen a narrower init_from to num_filters x latent_channels, function-preserving "
                                  "(training/widen.py), and go on from its step, R_t and beta")
+    init_continue: bool = _p(False, "go on from init_from's step, R_t, beta and curve (a branch of that run, e.g. "
+                                    "another delta_range) instead of a fine-tune from step 0")
     checkpoint_every: int = _p(500, "steps between checkpoints")
     validate_every: int = _p(2000, "steps between validation passes")
     val_crop: int = _p(256, "held-out images are centre-cropped to this size for validation")
@@ -91,7 +96,11 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
             values[key] = float(value)
         elif types[key] in ("int", int) and isinstance(value, (str, float)):
             values[key] = int(float(value))
-    return TrainConfig(**values)
+    cfg = TrainConfig(**values)
+    lo, hi = (float(v) for v in cfg.delta_range) if len(cfg.delta_range) == 2 else (0.0, -1.0)
+    if not 0 < lo <= hi:
+        raise ValueError(f"delta_range must be two steps 0 < lo <= hi, got {cfg.delta_range}")
+    return cfg
 
 
 def _read_layered(path: Path) -> dict[str, Any]:

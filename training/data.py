@@ -132,3 +132,17 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     s = min(size, h, w) // 64 * 64
     y, x = (h - s) // 2, (w - s) // 2
     return img[y:y + s, x:x + s]
+
+
+def step_delta(delta_range, seed: int, step: int) -> float:
+    """The quantiser step a training step's y is quantised at: log-uniform in `delta_range` (lo, hi), a function
+    of (seed, step) so a resumed run and both backends see the same; exactly 1.0 for the default (1, 1).
+
+    The rate control runs every model at delta != 1 (Kodak: about 0.6-1.5), so a model may be trained to
+    reconstruct well across that range rather than at 1 alone.
+    """
+    lo, hi = (float(v) for v in delta_range)
+    if lo == hi:
+        return lo
+    u = np.random.default_rng([seed, step, 0x0D17A]).random()
+    return float(np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo))))

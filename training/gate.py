@@ -133,9 +133,11 @@ def _main(args) -> int:
     state_path = Path(args.state_dir) / f"{args.name}.npz"
     params, meta = state.load(state_path)
     rows = (yaml.safe_load(Path(args.registry).read_text()) or {}).get("models", [])
-    entry = next((r for r in rows if r["name"] == args.name), None)
+    rival = args.rival or args.name
+    entry = next((r for r in rows if r["name"] == rival), None)
     if entry is None:
-        raise ValueError(f"{args.name} is not in {args.registry}")
+        raise ValueError(f"{rival} is not in {args.registry}" + ("" if args.rival else "; a branch names its rival "
+                                                                  "with --for"))
     target = float(entry["target"])
     images = heldout_images(args.crop)
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,7 +150,8 @@ def _main(args) -> int:
         v = verdict(shipped, candidate, args.margin, args.sigmas, args.msssim_margin)
         r, m, passed = v["psnr"], v["msssim"], v["passed"]
         print(f"{args.name} (step {meta['step']}) at {target:.2f} bpp on {r['n']} held-out {args.crop}-px crops: "
-              f"shipped {r['shipped_bpp']:.4f} bpp {r['shipped_psnr']:.3f} dB, candidate {r['candidate_bpp']:.4f} "
+              f"shipped{' ' + rival if args.rival else ''} {r['shipped_bpp']:.4f} bpp {r['shipped_psnr']:.3f} dB, "
+              f"candidate {r['candidate_bpp']:.4f} "
               f"bpp {r['candidate_psnr']:.3f} dB; PSNR-RGB gain at equal rate {r['gain_db']:+.3f} dB "
               f"(SE {r['se_db']:.3f}; bar {v['bar']:.3f}), MS-SSIM-Y {m['gain_db']:+.3f} dB "
               f"(SE {m['se_db']:.3f}; floor {v['floor']:.3f}): {'PASS' if passed else 'no'}")
@@ -170,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog=f"python -m {PROG}", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", help="the model (its state is STATE_DIR/NAME.npz, its target the registry's)")
+    p.add_argument("--for", dest="rival", default="", metavar="SHIPPED",
+                   help="the shipped model a branch (e.g. t200d, trained from t200's state) competes with; "
+                        "default NAME itself")
     p.add_argument("--state-dir", default=str(ROOT / "models" / "checkpoints"), help="where the state is")
     p.add_argument("--registry", default=str(ROOT / "models" / "registry.yaml"), help="the shipped registry")
     p.add_argument("--weights-dir", default=str(ROOT / "models" / "weights"), help="where --export writes")

@@ -35,6 +35,8 @@ class Trainer:
         from training.schedule import learning_rate
         if cfg.model == "charm":
             from training.charm import forward  # noqa: F811 - bitstream v3's slice entropy model
+            if tuple(cfg.delta_range) != (1.0, 1.0):
+                raise ValueError("delta_range trains the mean-scale model only (charm's slices see delta 1)")
         self.cfg = cfg
         devices = np.array(jax.devices())
         if cfg.batch % len(devices):
@@ -50,13 +52,13 @@ class Trainer:
         dtype = None if cfg.compute_dtype == "float32" else jnp.dtype(cfg.compute_dtype)
         seed_key = jax.random.PRNGKey(cfg.seed)
 
-        def step_fn(params, opt_state, pool, step, rt, beta):
+        def step_fn(params, opt_state, pool, step, rt, beta, delta):
             key = jax.random.fold_in(seed_key, step)            # resumable: the key is a function of the step
             kc, kn = jax.random.split(key)
             x = jax.lax.with_sharding_constraint(sample_crops(pool, kc, cfg.batch, cfg.patch), self.sharded)
 
             def objective(p):
-                out = forward(p, x, kn, cfg.quantization, dtype)
+                out = forward(p, x, kn, cfg.quantization, dtype, delta=delta)
                 return loss(out, x, rt, beta), out
 
             (value, out), grads = jax.value_and_grad(objective, has_aux=True)(params)
@@ -105,7 +107,7 @@ class Trainer:
         import jax.numpy as jnp
         t = time.time()
         params, opt_state = state
-        args = (params, opt_state, self.pool, jnp.int32(0), jnp.float32(1.0), jnp.float32(1.0))
+        args = (params, opt_state, self.pool, jnp.int32(0), jnp.float32(1.0), jnp.float32(1.0), jnp.float32(1.0))
         self._step = self._step.lower(*args).compile()
         for shape in sorted(set(eval_shapes)):
             self._evaluators[shape] = self.evaluate.lower(params, jax.ShapeDtypeStruct(shape, jnp.float32)).compile()
@@ -114,8 +116,11 @@ class Trainer:
     def step(self, state, step: int, rt: float, beta: float):
         """One step, dispatched ahead (no host sync); returns (state, metrics on the device)."""
         import jax.numpy as jnp
+
+        from training.data import step_delta
+        delta = jnp.float32(step_delta(self.cfg.delta_range, self.cfg.seed, step))
         params, opt_state, metrics = self._step(state[0], state[1], self.pool, jnp.int32(step), jnp.float32(rt),
-                                                jnp.float32(beta))
+                                                jnp.float32(beta), delta)
         return (params, opt_state), metrics
 
     def fetch(self, pending: list) -> np.ndarray:

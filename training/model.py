@@ -72,12 +72,14 @@ def y_log_prob(y, mu, sigma):
     return _log1mexp_diff(jnp.where(right, logsf_lo, logcdf_hi), jnp.where(right, logsf_hi, logcdf_lo))
 
 
-def forward(p: J.Params, x, key=None, quantization: str = "noise", dtype=None, noise=None) -> dict:
+def forward(p: J.Params, x, key=None, quantization: str = "noise", dtype=None, noise=None, delta=1.0) -> dict:
     """x (NHWC, 0..1) -> bpp, bpp_y, bpp_z, mse (0..255 scale), x_hat.
 
     key=None (and no `noise`) is evaluation: latents are rounded (z_hat = round(z), y_hat = mu + round(y - mu),
     as the codec codes them) and the rates are the discrete likelihoods of those integers. `noise`, a pair of
     U(-1/2, 1/2) arrays shaped like z and y, replaces the key's (the cross-backend tests feed both the same).
+    In training, g_s sees y quantised at step `delta` (mu + delta * round((y - mu) / delta), or noise of that
+    width) while the rates stay at delta 1 (training/data.py step_delta says why).
     """
     y = J.analysis(p, x, dtype)
     z = J.hyper_analysis(p, y)
@@ -96,7 +98,7 @@ def forward(p: J.Params, x, key=None, quantization: str = "noise", dtype=None, n
         z_hat = _ste_round(z) if ste else z_noisy
         mu, sigma = J.split_hyper(J.hyper_synthesis(p, z_hat))
         y_noisy = y + noise[1]
-        y_hat = mu + _ste_round(y - mu) if ste else y_noisy
+        y_hat = mu + delta * _ste_round((y - mu) / delta) if ste else y + delta * noise[1]
         z_r, y_r = z_noisy, y_noisy
     bits_z = -jnp.sum(z_log_prob(p, z_r)) / LN2
     bits_y = -jnp.sum(y_log_prob(y_r, mu, sigma)) / LN2

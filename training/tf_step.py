@@ -23,6 +23,7 @@ import numpy as np
 
 from models import network
 from models import tf_network as T
+from training.data import step_delta
 
 LN2 = 0.6931471805599453
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-7      # optax.scale_by_adam defaults, Keras Adam's epsilon
@@ -78,8 +79,9 @@ def _ste_round(x):
     return x + tf.stop_gradient(tf.round(x) - x)
 
 
-def forward(p: dict, x, noise=None, quantization: str = "noise", dtype=None) -> dict:
-    """training.model.forward in TF: `noise` (U(-1/2, 1/2) shaped like z and y) trains, None evaluates."""
+def forward(p: dict, x, noise=None, quantization: str = "noise", dtype=None, delta=1.0) -> dict:
+    """training.model.forward in TF: `noise` (U(-1/2, 1/2) shaped like z and y) trains, None evaluates; g_s
+    sees y quantised at `delta`, the rates stay at delta 1."""
     tf = _tf()
     y = T.apply(p, "analysis", x, dtype)
     z = T.apply(p, "hyper_analysis", y)
@@ -94,7 +96,7 @@ def forward(p: dict, x, noise=None, quantization: str = "noise", dtype=None) -> 
         z_hat = _ste_round(z) if ste else z_noisy
         mu, sigma = T.split_hyper(T.apply(p, "hyper_synthesis", z_hat))
         y_noisy = y + noise[1]
-        y_hat = mu + _ste_round(y - mu) if ste else y_noisy
+        y_hat = mu + delta * _ste_round((y - mu) / delta) if ste else y + delta * noise[1]
         z_r, y_r = z_noisy, y_noisy
     bits_z = -tf.reduce_sum(_noisy_log_prob(lambda v: prior_logits(p, v), z_r)) / LN2
     bits_y = -tf.reduce_sum(y_log_prob(y_r, mu, sigma)) / LN2
@@ -202,14 +204,14 @@ class Trainer:
         spec = tf.TensorSpec((cfg.batch, cfg.patch, cfg.patch, 3), tf.float32)
         scalar = tf.TensorSpec((), tf.float32)
 
-        @tf.function(input_signature=[spec, tf.TensorSpec((2,), tf.int32), scalar, scalar, scalar])
-        def step(x, seed, lr, rt, beta):
+        @tf.function(input_signature=[spec, tf.TensorSpec((2,), tf.int32), scalar, scalar, scalar, scalar])
+        def step(x, seed, lr, rt, beta, delta):
             with tf.GradientTape() as tape:
                 y_shape = tf.stack([cfg.batch, cfg.patch // 16, cfg.patch // 16, cfg.latent_channels])
                 z_shape = tf.stack([cfg.batch, cfg.patch // 64, cfg.patch // 64, cfg.num_filters])
                 noise = (tf.random.stateless_uniform(z_shape, seed, -0.5, 0.5),
                          tf.random.stateless_uniform(y_shape, seed + tf.constant([0, 1], tf.int32), -0.5, 0.5))
-                out = forward(self.vars, x, noise, cfg.quantization, self.dtype)
+                out = forward(self.vars, x, noise, cfg.quantization, self.dtype, delta)
                 value = self.loss(out, x, rt, beta, ms_ssim=tf_ms_ssim)
             grads = tape.gradient(value, [self.vars[k] for k in keys])
             if cfg.clipnorm:
@@ -243,7 +245,8 @@ class Trainer:
         lr = float(self._lr(self.cfg, step, int(self.count.numpy()), xp=np))
         x = self.batch(step) if x is None else x
         seed = np.array([step % 2 ** 31, self.cfg.seed], np.int32)
-        return self, self._step_fn(x, seed, np.float32(lr), np.float32(rt), np.float32(beta)).numpy()
+        delta = np.float32(step_delta(self.cfg.delta_range, self.cfg.seed, step))
+        return self, self._step_fn(x, seed, np.float32(lr), np.float32(rt), np.float32(beta), delta).numpy()
 
     def fetch(self, pending: list) -> np.ndarray:
         return np.stack(pending)

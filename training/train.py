@@ -124,9 +124,14 @@ def resume_point(cfg, args, log) -> tuple[dict, list | None, dict]:
     if cfg.init_from:
         params, parent = state.load(ROOT / cfg.init_from)
         _check_widths(params, cfg, cfg.init_from, "; init_widen: true widens a narrower parent")
-        loop["lineage"] = [{"name": parent["config"]["name"], "state": cfg.init_from, "step": parent["step"],
-                            "wall_seconds": parent.get("wall_seconds", 0.0)}] + parent.get("lineage", [])
-        log.info("initialised from %s (step %d)", cfg.init_from, parent["step"])
+        record = {"name": parent["config"]["name"], "state": cfg.init_from, "step": parent["step"],
+                  "wall_seconds": parent.get("wall_seconds", 0.0)}
+        if cfg.init_continue:   # a branch: the parent's step, R_t, beta and curve go on (as a widening's do)
+            loop.update({k: parent[k] for k in ("step", "train_target", "beta", "history") if k in parent})
+            record["branched"] = True
+        loop["lineage"] = [record] + parent.get("lineage", [])
+        log.info("initialised from %s (step %d)%s", cfg.init_from, parent["step"],
+                 "; its step, R_t and beta go on" if cfg.init_continue else "")
         return params, None, loop
     import jax  # one initialisation for both backends: JAX's
     params = J.init(jax.random.PRNGKey(cfg.seed), cfg.num_filters, cfg.latent_channels)
