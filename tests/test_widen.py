@@ -275,3 +275,17 @@ def test_a_branch_goes_on_from_its_parents_step_and_rate_target_at_its_own_delta
     _, meta = state.load(tmp_path / "s" / "b.npz")
     assert meta["step"] == 8 and meta["train_target"] == 0.4 and meta["beta"] == 50.0
     assert meta["lineage"][0]["branched"] is True and meta["config"]["delta_range"] == [0.7, 1.4]
+
+
+def test_a_run_folder_behind_the_committed_state_resumes_the_state(tiny, tmp_path):
+    """A model trained on from another runs folder (an A/B's control) must not go back to an older checkpoint."""
+    data, narrow, _ = tiny
+    states = tmp_path / "s"
+    states.mkdir()
+    shutil.copy(narrow, states / "n.npz")
+    sets = {"name": "n", "num_filters": 8, "latent_channels": 8}
+    _train(data, tmp_path / "main", "tf", sets, states)                        # 5 -> 8, main/ckpt at 8
+    _train(data, tmp_path / "ab", "tf", sets, states)                          # 8 -> 11 elsewhere
+    log = _train(data, tmp_path / "main", "tf", sets, states)                  # back in main: 11 -> 14
+    assert "is behind the committed state" in log
+    assert state.load(states / "n.npz")[1]["step"] == 14

@@ -100,14 +100,18 @@ def resume_point(cfg, args, log) -> tuple[dict, list | None, dict]:
     loop = {"step": 0, "train_target": cfg.target_bpp, "beta": cfg.beta, "history": [], "lineage": [],
             "wall_seconds": 0.0, "runs": []}
     keep = ("step", "train_target", "beta", "history", "lineage", "wall_seconds", "runs")
+    state_path = Path(args.state_dir) / f"{cfg.name}.npz" if args.state_dir else None
+    state_step = state.read_meta(state_path)["step"] if state_path and state_path.exists() else -1
     for ckpt in (out / "ckpt", Path(args.resume) if args.resume else None):
         if ckpt is not None and checkpoint.exists(ckpt):
+            if json.loads((ckpt / "meta.json").read_text())["step"] < state_step:
+                log.info("checkpoint %s is behind the committed state %s: resuming the state", ckpt, state_path)
+                break       # trained on elsewhere (another runs folder, e.g. an A/B branch's control)
             params, leaves, meta = checkpoint.load(ckpt)
             _check_widths(params, cfg, ckpt)
             loop.update({k: meta[k] for k in keep if k in meta})
             log.info("resumed checkpoint %s at step %d", ckpt, loop["step"])
             return params, leaves, loop
-    state_path = Path(args.state_dir) / f"{cfg.name}.npz" if args.state_dir else None
     if state_path and state_path.exists():
         params, meta = state.load(state_path)
         _check_widths(params, cfg, state_path)
