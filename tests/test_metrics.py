@@ -123,6 +123,23 @@ def test_cli_errors_are_one_line(args):
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("case,expect", [("16-bit", "16-bit"), ("size", "shape mismatch"), ("missing", "no such file")])
+def test_cli_refuses_a_16_bit_image_a_size_mismatch_and_a_missing_file_in_one_line(tmp_path, case, expect):
+    """A 16-bit PNG must be refused, not quietly cut to 8 bits; sizes must match; a missing file is named."""
+    from PIL import Image
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(good)
+    other = {"16-bit": tmp_path / "deep.png", "size": tmp_path / "small.png", "missing": tmp_path / "nope.png"}[case]
+    if case == "16-bit":
+        Image.fromarray(np.full((64, 64), 30000, np.uint16)).save(other)
+    elif case == "size":
+        Image.fromarray(np.full((48, 64, 3), 128, np.uint8)).save(other)
+    proc = _cli(str(good), str(other), "--no-vmaf")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0], proc.stderr
+
+
 # ---------------------------------------------------------------- evaluation integration
 
 

@@ -7,7 +7,6 @@ import sys
 import time
 
 import numpy as np
-from PIL import Image
 
 from evaluation import metrics
 from models.cli import ArgumentParser, one_line_errors
@@ -16,14 +15,15 @@ PROG = "python -m evaluation.metrics"
 
 
 def _load(path: str) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    """8-bit RGB, through the encoder's loader: 16-bit, CMYK and alpha are refused in one line, not converted."""
+    from encoder.imageio import load_rgb8
+    return load_rgb8(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog=PROG, description="JPEG AI objective metrics of DEC against REF "
                         "(10-bit BT.709 YUV 4:4:4; see evaluation/metrics/__init__.py).")
-    ap.add_argument("ref", help="reference image (PNG or anything Pillow reads; converted to 8-bit RGB)")
+    ap.add_argument("ref", help="reference image: 8-bit RGB, grey or palette (PNG or anything Pillow reads)")
     ap.add_argument("dec", help="decoded image, same size")
     ap.add_argument("--json", action="store_true", help="print one JSON object {metric: value}")
     ap.add_argument("--no-vmaf", action="store_true", help="skip VMAF (no ffmpeg needed)")
