@@ -89,7 +89,8 @@ def _runs_lines(runs: list[dict]) -> list[str]:
     """Every training run of the JAX trainer: where, how long, how big a batch, and its Kodak curve."""
     if not runs:
         return []
-    out = ["", "Training runs (training.train on either backend; Kodak figures, where given, estimated from rounded latents' likelihoods):", "",
+    out = ["", "Training runs (training.train on either backend; Kodak figures, where given, estimated from "
+           "rounded latents' likelihoods):", "",
            "| started (UTC) | device | seconds | steps | batch × patch² | steps/s | Kodak est. bpp → PSNR-RGB |",
            "|---|---|---|---|---|---|---|"]
     for r in runs:
