@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from training.data import step_delta
+
 
 class Trainer:
     """The compiled step, the evaluation functions and the device placement of one run.
@@ -116,8 +118,6 @@ class Trainer:
     def step(self, state, step: int, rt: float, beta: float):
         """One step, dispatched ahead (no host sync); returns (state, metrics on the device)."""
         import jax.numpy as jnp
-
-        from training.data import step_delta
         delta = jnp.float32(step_delta(self.cfg.delta_range, self.cfg.seed, step))
         params, opt_state, metrics = self._step(state[0], state[1], self.pool, jnp.int32(step), jnp.float32(rt),
                                                 jnp.float32(beta), delta)
